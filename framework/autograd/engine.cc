@@ -1,0 +1,127 @@
+#include <unordered_map>
+
+#include "framework/autograd/node.h"
+#include "framework/ops/ops.h"
+
+namespace fam {
+namespace {
+thread_local bool grad_enabled = true;
+}  // namespace
+
+bool GradEnabled() { return grad_enabled; }
+NoGradGuard::NoGradGuard() : previous_(grad_enabled) { grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { grad_enabled = previous_; }
+
+std::vector<Tensor> AccumulateGrad::Backward(const Tensor& grad_output) {
+  std::shared_ptr<TensorImpl> leaf = leaf_.lock();
+  if (!leaf) return {};
+  Tensor g = grad_output;
+  if (g.shape() != leaf->shape) {
+    ThrowError(absl::StatusCode::kInternal, "gradient of shape ", ShapeString(g.shape()),
+               " for a leaf of shape ", ShapeString(leaf->shape));
+  }
+  if (g.dtype() != leaf->dtype) g = ops::Cast(g, leaf->dtype);
+  if (!leaf->grad) {
+    leaf->grad = ops::Clone(g).impl_ptr();
+  } else {
+    ops::AddInPlace(Tensor(leaf->grad), g);
+  }
+  return {};
+}
+
+std::shared_ptr<Node> GradEdge(const Tensor& t) {
+  if (!t.defined()) return nullptr;
+  if (t.grad_fn()) return t.grad_fn();
+  if (!t.requires_grad()) return nullptr;
+  TensorImpl& impl = t.impl();
+  if (!impl.grad_accumulator) impl.grad_accumulator = std::make_shared<AccumulateGrad>(t.impl_ptr());
+  return impl.grad_accumulator;
+}
+
+bool AnyRequiresGrad(const std::vector<Tensor>& inputs) {
+  for (const Tensor& t : inputs)
+    if (t.defined() && (t.requires_grad() || t.grad_fn())) return true;
+  return false;
+}
+
+bool RecordNode(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
+                Tensor& output) {
+  if (!GradEnabled() || !AnyRequiresGrad(inputs)) return false;
+  node->next.clear();
+  for (const Tensor& t : inputs) node->next.push_back(GradEdge(t));
+  output.set_grad_fn(node);
+  output.impl().requires_grad = true;
+  return true;
+}
+
+void RunBackward(const Tensor& root, const Tensor& grad_root) {
+  FAM_CHECK(root.requires_grad() || root.grad_fn(),
+            "backward() on a tensor that does not require grad (", root.Describe(), ")");
+  Tensor grad = grad_root;
+  if (!grad.defined()) {
+    FAM_CHECK(root.numel() == 1, "backward() without a gradient needs a scalar, got ",
+              root.Describe());
+    grad = Tensor::Full(root.shape(), 1.0, root.dtype(), root.device());
+  }
+  FAM_CHECK(grad.shape() == root.shape(), "gradient ", grad.Describe(), " does not match ",
+            root.Describe());
+  std::shared_ptr<Node> start = GradEdge(root);
+
+  // Count, for every node, how many edges point at it, so a node runs once all its gradient
+  // contributions have arrived (topological order without recursion).
+  std::unordered_map<Node*, int> pending;
+  std::vector<Node*> stack{start.get()};
+  pending[start.get()] = 0;
+  std::vector<std::shared_ptr<Node>> keep_alive{start};
+  while (!stack.empty()) {
+    Node* node = stack.back();
+    stack.pop_back();
+    for (const std::shared_ptr<Node>& next : node->next) {
+      if (!next) continue;
+      auto [it, inserted] = pending.try_emplace(next.get(), 0);
+      ++it->second;
+      if (inserted) stack.push_back(next.get());
+    }
+  }
+
+  NoGradGuard no_grad;
+  std::unordered_map<Node*, Tensor> grads;
+  grads[start.get()] = grad;
+  std::vector<std::shared_ptr<Node>> ready{start};
+  while (!ready.empty()) {
+    std::shared_ptr<Node> node = std::move(ready.back());
+    ready.pop_back();
+    Tensor g;
+    if (auto it = grads.find(node.get()); it != grads.end()) {
+      g = std::move(it->second);
+      grads.erase(it);
+    }
+    std::vector<Tensor> input_grads;
+    if (g.defined()) {
+      if (node->released) {
+        ThrowInvalid("backward() through a graph that was already consumed by an earlier ",
+                     "backward() (node ", node->name(), ")");
+      }
+      input_grads = node->Backward(g);
+    }
+    g = Tensor();
+    node->Release();
+    // Leaf accumulators are reused by every graph; op nodes are consumed.
+    if (!dynamic_cast<AccumulateGrad*>(node.get())) node->released = true;
+    std::vector<std::shared_ptr<Node>> next = std::move(node->next);
+    node->next.clear();
+    for (size_t i = 0; i < next.size(); ++i) {
+      if (!next[i]) continue;
+      Node* target = next[i].get();
+      if (i < input_grads.size() && input_grads[i].defined()) {
+        Tensor& slot = grads[target];
+        slot = slot.defined() ? ops::Add(slot, input_grads[i]) : input_grads[i];
+      }
+      if (--pending[target] == 0) ready.push_back(next[i]);
+    }
+  }
+}
+
+void Tensor::backward(const Tensor& grad_output) const { RunBackward(*this, grad_output); }
+
+}  // namespace fam

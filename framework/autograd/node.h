@@ -1,0 +1,67 @@
+// Autograd graph nodes. Every differentiable op output holds a Node (its grad_fn) that knows how to
+// turn the output's gradient into its inputs' gradients; edges point at the inputs' nodes (or at
+// AccumulateGrad nodes for leaves). backward() lives next to forward in each op's own file.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/core/tensor.h"
+
+namespace fam {
+
+class Node {
+ public:
+  virtual ~Node() = default;
+  // Gradients w.r.t. each input (one per edge; an undefined Tensor means "no gradient").
+  virtual std::vector<Tensor> Backward(const Tensor& grad_output) = 0;
+  virtual std::string name() const = 0;
+  // Frees saved tensors once Backward has run (retain-free backward).
+  virtual void Release() {}
+
+  std::vector<std::shared_ptr<Node>> next;  // one per input; null when the input needs no grad
+  bool released = false;                    // set once backward has consumed this node
+};
+
+// Sink for a leaf tensor: adds the incoming gradient into leaf.grad.
+class AccumulateGrad : public Node {
+ public:
+  explicit AccumulateGrad(std::weak_ptr<TensorImpl> leaf) : leaf_(std::move(leaf)) {}
+  std::vector<Tensor> Backward(const Tensor& grad_output) override;
+  std::string name() const override { return "AccumulateGrad"; }
+  void Release() override {}
+
+ private:
+  std::weak_ptr<TensorImpl> leaf_;
+};
+
+// True when gradients are being recorded (thread-local; off inside a NoGradGuard).
+bool GradEnabled();
+
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// The node a gradient for `t` should flow into: its grad_fn, its leaf accumulator, or null.
+std::shared_ptr<Node> GradEdge(const Tensor& t);
+
+// Whether an op with these inputs must record a node.
+bool AnyRequiresGrad(const std::vector<Tensor>& inputs);
+
+// Attaches `node` as grad_fn of `output` with edges to `inputs` when recording is on and any input
+// requires grad; returns whether it did. Inputs may be undefined tensors (no edge).
+bool RecordNode(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
+                Tensor& output);
+
+// Runs backpropagation from `root` with gradient `grad_root` (defaults to 1 for scalars).
+void RunBackward(const Tensor& root, const Tensor& grad_root);
+
+}  // namespace fam

@@ -1,0 +1,15 @@
+// CPU GEMM: OpenBLAS sgemm/dgemm when built with it, and a cache-tiled OpenMP fallback that is also
+// exposed so tests can check the two against each other.
+#pragma once
+
+#include "framework/backends/backend.h"
+
+namespace fam::cpu {
+
+// The built-in tiled kernel (used when OpenBLAS is not built in).
+void GemmTiled(const GemmArgs& args);
+// The OpenBLAS path; throws Unavailable when the build has no OpenBLAS.
+void GemmBlas(const GemmArgs& args);
+bool HaveBlas();
+
+}  // namespace fam::cpu

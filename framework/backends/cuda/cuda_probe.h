@@ -1,0 +1,15 @@
+// Run-time detection of CUDA devices. Compiled against the CUDA runtime when the toolkit was found
+// at build time; otherwise reports that CUDA support is not built.
+#pragma once
+
+#include <string>
+
+namespace fam {
+
+// Empty when CUDA device `index` can be used, otherwise why not ("not built with CUDA",
+// "no CUDA device present", the driver's error string, ...).
+std::string CudaUnavailableReason(int index);
+// Number of visible CUDA devices (0 when not built or none present).
+int CudaDeviceCount();
+
+}  // namespace fam

@@ -1,0 +1,71 @@
+#include "tests/gradcheck.h"
+
+#include <cmath>
+
+#include "framework/autograd/node.h"
+#include "framework/core/rng.h"
+#include "framework/ops/ops.h"
+
+namespace fam::testing {
+
+Tensor RandomTensor(const Shape& shape, DType dtype, uint64_t seed, double scale,
+                    bool requires_grad) {
+  Tensor t = Tensor::Empty(shape, dtype);
+  Generator gen(seed, 12345);
+  gen.FillNormal(t, 0.0, scale);
+  if (requires_grad) t.set_requires_grad(true);
+  return t;
+}
+
+double MaxAbsDiff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  std::vector<double> x = a.ToDoubles(), y = b.ToDoubles();
+  double m = 0;
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
+  return m;
+}
+
+::testing::AssertionResult Gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
+                                     const std::vector<Tensor>& inputs,
+                                     const GradcheckOptions& options) {
+  for (const Tensor& t : inputs) {
+    if (!t.defined() || !t.requires_grad()) continue;
+    if (t.dtype() != DType::kF64 || !t.is_contiguous() || !t.is_leaf())
+      return ::testing::AssertionFailure() << "gradcheck inputs must be contiguous f64 leaves";
+  }
+  Tensor out = fn(inputs);
+  Tensor weights = RandomTensor(out.shape(), DType::kF64, options.seed);
+  auto loss_of = [&](const Tensor& y) { return ops::SumAll(ops::Mul(y, weights)); };
+  for (const Tensor& t : inputs)
+    if (t.defined()) t.impl().grad.reset();
+  Tensor loss = loss_of(out);
+  loss.backward();
+
+  NoGradGuard no_grad;
+  for (size_t idx = 0; idx < inputs.size(); ++idx) {
+    const Tensor& t = inputs[idx];
+    if (!t.defined() || !t.requires_grad()) continue;
+    Tensor analytic = t.grad();
+    if (!analytic.defined()) analytic = Tensor::Zeros(t.shape(), DType::kF64);
+    std::vector<double> a = analytic.ToDoubles();
+    double* p = t.data<double>();
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double saved = p[i];
+      p[i] = saved + options.eps;
+      double plus = loss_of(fn(inputs)).item();
+      p[i] = saved - options.eps;
+      double minus = loss_of(fn(inputs)).item();
+      p[i] = saved;
+      double numeric = (plus - minus) / (2 * options.eps);
+      double tolerance = options.atol + options.rtol * std::abs(numeric);
+      if (!(std::abs(numeric - a[i]) <= tolerance)) {
+        return ::testing::AssertionFailure()
+               << "gradient mismatch for input " << idx << " (" << t.Describe() << ") element "
+               << i << ": analytic " << a[i] << ", numeric " << numeric;
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace fam::testing
