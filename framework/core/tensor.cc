@@ -77,6 +77,7 @@ Tensor Tensor::Arange(int64_t n, DType dtype) {
 int64_t Tensor::size(int64_t axis) const { return shape()[NormalizeAxis(axis, dim())]; }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;
   int64_t expected = 1;
   for (int i = static_cast<int>(dim()) - 1; i >= 0; --i) {
     if (shape()[i] == 1) continue;

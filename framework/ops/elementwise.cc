@@ -150,7 +150,7 @@ Tensor Unary(UnaryOp op, const Tensor& x) {
   GetBackend(x.device()).Unary(op, xc, y);
   Tensor out = FromCompute(y, x.dtype());
   if (GradEnabled() && AnyRequiresGrad({x}))
-    RecordNode(std::make_shared<UnaryBackwardNode>(op, xc, y), {x}, out);
+    RecordNode(std::make_shared<UnaryBackwardNode>(op, xc, y.detach()), {x}, out);
   return out;
 }
 

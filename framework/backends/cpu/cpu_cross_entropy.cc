@@ -1,10 +1,109 @@
-// (stub, to be implemented)
+// CPU kernels: fused cross-entropy over logits rows. The forward keeps only the row log-sum-exp;
+// the backward rebuilds softmax from logits and lse while writing grad_logits (no [N, V] buffer).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include "framework/backends/cpu/cpu_backend.h"
+#include "framework/backends/cpu/cpu_dispatch.h"
 
 namespace fam {
+namespace {
 
-void CpuBackend::CrossEntropyForward(const Tensor&, const Tensor&, const Tensor&, int64_t, const Tensor&, const Tensor&) { ThrowError(absl::StatusCode::kUnimplemented, "not implemented yet"); }
+constexpr int64_t kParallelGrain = 1 << 15;
 
-void CpuBackend::CrossEntropyBackward(const Tensor&, const Tensor&, const Tensor&, int64_t, const Tensor&, const Tensor&, const Tensor&) { ThrowError(absl::StatusCode::kUnimplemented, "not implemented yet"); }
+// Targets as int64 (i32 or i64 storage), checked against [0, V) unless ignored.
+std::vector<int64_t> ReadTargets(const Tensor& targets, int64_t n, int64_t v,
+                                 int64_t ignore_index) {
+  FAM_ASSERT(targets.numel() == n && targets.is_contiguous());
+  std::vector<int64_t> out(static_cast<size_t>(n));
+  if (targets.dtype() == DType::kI64) {
+    const int64_t* p = targets.data<int64_t>();
+    std::copy(p, p + n, out.begin());
+  } else if (targets.dtype() == DType::kI32) {
+    const int32_t* p = targets.data<int32_t>();
+    std::copy(p, p + n, out.begin());
+  } else {
+    ThrowInvalid("cross_entropy: targets must be i32 or i64, got ", targets.Describe());
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = out[i];
+    FAM_CHECK(t == ignore_index || (t >= 0 && t < v), "cross_entropy: target ", t, " at position ",
+              i, " is outside [0, ", v, ") and is not ignore_index ", ignore_index);
+  }
+  return out;
+}
+
+}  // namespace
+
+void CpuBackend::CrossEntropyForward(const Tensor& logits, const Tensor& targets,
+                                     const Tensor& weights, int64_t ignore_index,
+                                     const Tensor& losses, const Tensor& lse) {
+  FAM_ASSERT(logits.dim() == 2 && logits.is_contiguous());
+  const int64_t n = logits.shape()[0], v = logits.shape()[1];
+  FAM_ASSERT(losses.numel() == n && lse.numel() == n);
+  FAM_ASSERT(!weights.defined() || (weights.numel() == n && weights.is_contiguous() &&
+                                    weights.dtype() == logits.dtype()));
+  const std::vector<int64_t> tgt = ReadTargets(targets, n, v, ignore_index);
+  cpu::DispatchFloat(logits.dtype(), "cross_entropy", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pl = logits.data<T>();
+    const T* pw = weights.defined() ? weights.data<T>() : nullptr;
+    T* ploss = losses.data<T>();
+    T* plse = lse.data<T>();
+#pragma omp parallel for if (n * v > kParallelGrain)
+    for (int64_t r = 0; r < n; ++r) {
+      const T* row = pl + r * v;
+      T max = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < v; ++j) max = std::max(max, row[j]);
+      double sum = 0;
+      for (int64_t j = 0; j < v; ++j) sum += std::exp(row[j] - max);
+      const double row_lse = static_cast<double>(max) + std::log(sum);
+      plse[r] = static_cast<T>(row_lse);
+      const int64_t t = tgt[r];
+      if (t == ignore_index) {
+        ploss[r] = T(0);
+        continue;
+      }
+      const double weight = pw ? static_cast<double>(pw[r]) : 1.0;
+      ploss[r] = static_cast<T>(weight * (row_lse - static_cast<double>(row[t])));
+    }
+  });
+}
+
+void CpuBackend::CrossEntropyBackward(const Tensor& logits, const Tensor& targets,
+                                      const Tensor& weights, int64_t ignore_index,
+                                      const Tensor& lse, const Tensor& grad_losses,
+                                      const Tensor& grad_logits) {
+  FAM_ASSERT(logits.dim() == 2 && logits.is_contiguous());
+  const int64_t n = logits.shape()[0], v = logits.shape()[1];
+  FAM_ASSERT(lse.numel() == n && grad_losses.numel() == n && grad_losses.is_contiguous());
+  FAM_ASSERT(grad_logits.shape() == logits.shape() && grad_logits.is_contiguous());
+  FAM_ASSERT(!weights.defined() || (weights.numel() == n && weights.is_contiguous()));
+  const std::vector<int64_t> tgt = ReadTargets(targets, n, v, ignore_index);
+  cpu::DispatchFloat(logits.dtype(), "cross_entropy backward", [&](auto tag) {
+    using T = decltype(tag);
+    const T* pl = logits.data<T>();
+    const T* pw = weights.defined() ? weights.data<T>() : nullptr;
+    const T* plse = lse.data<T>();
+    const T* pg = grad_losses.data<T>();
+    T* pgl = grad_logits.data<T>();
+#pragma omp parallel for if (n * v > kParallelGrain)
+    for (int64_t r = 0; r < n; ++r) {
+      const T* row = pl + r * v;
+      T* grow = pgl + r * v;
+      const int64_t t = tgt[r];
+      if (t == ignore_index) {
+        std::fill(grow, grow + v, T(0));
+        continue;
+      }
+      const T scale = pw ? pg[r] * pw[r] : pg[r];
+      const T row_lse = plse[r];
+      for (int64_t j = 0; j < v; ++j) grow[j] = scale * std::exp(row[j] - row_lse);
+      grow[t] -= scale;
+    }
+  });
+}
 
 }  // namespace fam

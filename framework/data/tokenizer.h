@@ -1,0 +1,69 @@
+// Tokenizer: a SentencePiece model (BPE or unigram, byte fallback) behind a small value type.
+// Text is handled line by line: Encode splits on '\n', encodes every line with SentencePiece (which
+// marks the line start as a word start, like a sentence of the training data) and joins the lines
+// with the newline token (the byte-fallback piece <0x0A>). Decode undoes this, so
+// Decode(Encode(text)) == text for any text (models are trained with the identity normalizer and
+// extra whitespace kept). Special ids of models trained here: unk 0, bos 1, eos 2, pad 3.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace fam::data {
+
+struct TokenizerTrainOptions {
+  std::string model_type = "bpe";        // "bpe" or "unigram"
+  int64_t input_sentence_size = 2000000;  // lines sampled for training (0 = all)
+  double character_coverage = 1.0;       // rare characters fall back to bytes
+  uint32_t seed = 0;                     // sampling / unigram seed
+  int num_threads = 1;                   // 1 keeps unigram training deterministic
+  bool hard_vocab_limit = true;          // false: vocab_size is an upper bound
+  // Optional transform of each file's whole text before its lines are used (e.g. CleanKjvText).
+  std::function<std::string(std::string)> transform;
+};
+
+class Tokenizer {
+ public:
+  Tokenizer() = default;  // empty; use Load
+
+  // Loads a SentencePiece .model file. NotFound / InvalidArgument name the path.
+  static absl::StatusOr<Tokenizer> Load(const std::string& path);
+
+  // Trains on the lines of text_files (each line a sentence; blank lines skipped) and writes
+  // model_prefix.model and model_prefix.vocab. Deterministic for the same inputs and options.
+  static absl::Status Train(const std::vector<std::string>& text_files,
+                            const std::string& model_prefix, int vocab_size,
+                            const TokenizerTrainOptions& options = {});
+
+  std::vector<int32_t> Encode(std::string_view text) const;
+  // Ids out of [0, vocab_size) throw fam::Error naming the id.
+  std::string Decode(const std::vector<int32_t>& ids) const;
+
+  int64_t vocab_size() const;
+  int32_t bos_id() const;      // -1 when the model has none
+  int32_t eos_id() const;
+  int32_t pad_id() const;
+  int32_t unk_id() const;
+  int32_t newline_id() const;  // -1 when the model has no newline piece (newlines become spaces)
+  std::string IdToPiece(int32_t id) const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::shared_ptr<const sentencepiece::SentencePieceProcessor> sp_;
+  std::string path_;
+  int32_t newline_id_ = -1;
+  bool marks_line_start_ = true;  // the model adds a word-start marker at the start of a line
+};
+
+}  // namespace fam::data

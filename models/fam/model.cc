@@ -1,0 +1,339 @@
+#include "models/fam/model.h"
+
+#include <cmath>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "framework/autograd/node.h"
+#include "framework/core/rng.h"
+#include "framework/ops/ops.h"
+
+namespace fam {
+namespace {
+
+uint64_t NameHash(const std::string& name) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+SelfAttention::SelfAttention(const ModelConfig& c, DType dt) {
+  q_proj = RegisterModule("q_proj", std::make_unique<nn::Linear>(c.d_model, c.n_heads * c.head_dim, dt));
+  k_proj = RegisterModule("k_proj", std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
+  v_proj = RegisterModule("v_proj", std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
+  o_proj = RegisterModule("o_proj", std::make_unique<nn::Linear>(c.n_heads * c.head_dim, c.d_model, dt));
+}
+
+SwiGluMlp::SwiGluMlp(const ModelConfig& c, DType dt) {
+  gate_proj = RegisterModule("gate_proj", std::make_unique<nn::Linear>(c.d_model, c.ffn_dim, dt));
+  up_proj = RegisterModule("up_proj", std::make_unique<nn::Linear>(c.d_model, c.ffn_dim, dt));
+  down_proj = RegisterModule("down_proj", std::make_unique<nn::Linear>(c.ffn_dim, c.d_model, dt));
+}
+
+DecoderLayer::DecoderLayer(const ModelConfig& c, DType dt) {
+  input_layernorm = RegisterModule("input_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
+  self_attn = RegisterModule("self_attn", std::make_unique<SelfAttention>(c, dt));
+  post_attention_layernorm =
+      RegisterModule("post_attention_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
+  mlp = RegisterModule("mlp", std::make_unique<SwiGluMlp>(c, dt));
+}
+
+FamPrompt::FamPrompt(const ModelConfig& c, DType dt) {
+  embeddings = RegisterParameter("embeddings", Tensor::Zeros({c.attention.fam_length, c.d_model}, dt));
+}
+
+FamBackbone::FamBackbone(const ModelConfig& c, DType dt) {
+  embed_tokens = RegisterModule("embed_tokens", std::make_unique<nn::Embedding>(c.vocab_size, c.d_model, dt));
+  for (int64_t i = 0; i < c.n_layers; ++i)
+    layers.push_back(RegisterModule(absl::StrCat("layers.", i), std::make_unique<DecoderLayer>(c, dt)));
+  norm = RegisterModule("norm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
+  if (c.attention.type == AttentionType::kFam)
+    fam = RegisterModule("fam", std::make_unique<FamPrompt>(c, dt));
+}
+
+int64_t StreamingState::Bytes() const {
+  int64_t total = 0;
+  for (const LayerStreamState& l : layers)
+    for (const Tensor* t : {&l.mem_k, &l.mem_v, &l.cur_k, &l.cur_v, &l.fam})
+      if (t->defined()) total += static_cast<int64_t>(t->nbytes());
+  return total;
+}
+
+FamModel::FamModel(const ModelConfig& config, DType dtype) : config_(config) {
+  ThrowIfError(config_.Validate());
+  model_ = RegisterModule("model", std::make_unique<FamBackbone>(config_, dtype));
+  if (!config_.tie_embeddings)
+    lm_head_ = RegisterModule("lm_head", std::make_unique<nn::Linear>(config_.d_model, config_.vocab_size, dtype));
+}
+
+Tensor FamModel::lm_head_weight() const {
+  return lm_head_ ? lm_head_->weight() : model_->embed_tokens->weight();
+}
+
+void FamModel::InitializeWeights(uint64_t seed) {
+  NoGradGuard no_grad;
+  const double out_scale = 1.0 / std::sqrt(2.0 * config_.n_layers);
+  for (auto& [name, t] : NamedParameters()) {
+    if (EndsWith(name, "layernorm.weight") || name == "model.norm.weight") {
+      ops::FillInPlace(t, 1.0);
+      continue;
+    }
+    double std = config_.init_std;
+    if (EndsWith(name, "o_proj.weight") || EndsWith(name, "down_proj.weight")) std *= out_scale;
+    Generator gen(seed, NameHash(name));
+    gen.FillNormal(t, 0.0, std);
+  }
+}
+
+Tensor FamModel::Positions(int64_t batch, int64_t start, int64_t count,
+                           const std::vector<int64_t>& offsets) const {
+  std::vector<int64_t> pos(batch * count);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t off = offsets.empty() ? 0 : offsets[b];
+    for (int64_t i = 0; i < count; ++i) pos[b * count + i] = start + i + off;
+  }
+  return Tensor::FromInts(pos, {batch, count});
+}
+
+Tensor FamModel::StatePositions(int64_t batch, int64_t block_end, bool initial,
+                                const std::vector<int64_t>& offsets) const {
+  const int64_t f = config_.fam_rows();
+  // S_τ takes the last F positions of the block it compressed; the initial state −F..−1 (§5).
+  return Positions(batch, initial ? -f : block_end - f, f, offsets);
+}
+
+FamModel::Heads FamModel::Project(const DecoderLayer& layer, const Tensor& rows,
+                                  const Tensor& positions) const {
+  const int64_t b = rows.size(0), n = rows.size(1);
+  const int64_t h = config_.n_heads, hkv = config_.n_kv_heads, dh = config_.head_dim;
+  Tensor x = layer.input_layernorm->Forward(rows);
+  const SelfAttention& a = *layer.self_attn;
+  Heads out;
+  out.q = ops::Rope(ops::Permute(ops::Reshape(a.q_proj->Forward(x), {b, n, h, dh}), {0, 2, 1, 3}),
+                    positions, config_.rope_base);
+  out.k = ops::Rope(ops::Permute(ops::Reshape(a.k_proj->Forward(x), {b, n, hkv, dh}), {0, 2, 1, 3}),
+                    positions, config_.rope_base);
+  out.v = ops::Permute(ops::Reshape(a.v_proj->Forward(x), {b, n, hkv, dh}), {0, 2, 1, 3});
+  return out;
+}
+
+Tensor FamModel::OutputProjection(const DecoderLayer& layer, const Tensor& heads) const {
+  const int64_t b = heads.size(0), n = heads.size(2);
+  Tensor merged = ops::Reshape(ops::Permute(heads, {0, 2, 1, 3}), {b, n, config_.n_heads * config_.head_dim});
+  return layer.self_attn->o_proj->Forward(merged);
+}
+
+Tensor FamModel::FeedForward(const DecoderLayer& layer, const Tensor& residual) const {
+  Tensor n = layer.post_attention_layernorm->Forward(residual);
+  const SwiGluMlp& m = *layer.mlp;
+  Tensor hidden = ops::Mul(ops::Silu(m.gate_proj->Forward(n)), m.up_proj->Forward(n));
+  return ops::Add(residual, m.down_proj->Forward(hidden));
+}
+
+Tensor FamModel::FamUpdate(const DecoderLayer& layer, const Tensor& state, bool state_is_initial,
+                           const Heads& fam, const Tensor& block_k, const Tensor& block_v) const {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  Tensor heads = ops::Attention(fam.q, {fam.k, block_k}, {fam.v, block_v},
+                                {KeyMask::kAll, KeyMask::kAll}, scale);
+  Tensor attended = OutputProjection(layer, heads);
+  // R = 0 for the first update from the learned initial FAM (the paper's zero residual).
+  Tensor residual = state_is_initial ? attended : ops::Add(state, attended);
+  return FeedForward(layer, residual);
+}
+
+std::vector<Tensor> FamModel::InitialFamState(int64_t batch,
+                                              const std::vector<int64_t>& offsets) const {
+  std::vector<Tensor> states;
+  if (config_.fam_rows() == 0 || !model_->fam) return states;
+  const int64_t f = config_.fam_rows(), d = config_.d_model;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  // Without per-sequence offsets every sequence has the same initial state: compute it once.
+  const bool shared = offsets.empty();
+  const int64_t rows_batch = shared ? 1 : batch;
+  Tensor rows = ops::Expand(ops::Unsqueeze(model_->fam->embeddings, 0), {rows_batch, f, d});
+  Tensor positions = Positions(rows_batch, -f, f, offsets);
+  for (const DecoderLayer* layer : model_->layers) {
+    states.push_back(rows);
+    Heads h = Project(*layer, rows, positions);
+    Tensor heads = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kAll}, scale);
+    rows = FeedForward(*layer, ops::Add(rows, OutputProjection(*layer, heads)));
+  }
+  return states;
+}
+
+Tensor FamModel::Logits(const Tensor& hidden) const { return ops::Linear(hidden, lm_head_weight()); }
+
+ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& options) const {
+  FAM_CHECK(tokens.dim() == 2, "model input must be token ids [batch, T], got ", tokens.Describe());
+  const int64_t batch = tokens.size(0), seq = tokens.size(1);
+  FAM_CHECK(options.position_offsets.empty() ||
+                static_cast<int64_t>(options.position_offsets.size()) == batch,
+            "position_offsets has ", options.position_offsets.size(), " entries for batch ", batch);
+  const AttentionConfig& ac = config_.attention;
+  const bool is_fam = ac.type == AttentionType::kFam;
+  const int64_t block = ac.block_size, f = config_.fam_rows();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  const std::vector<int64_t>& offsets = options.position_offsets;
+
+  std::vector<Tensor> state;
+  bool state_is_initial = true;
+  if (is_fam && f > 0) {
+    if (options.initial_state.empty()) {
+      state = InitialFamState(batch, offsets);
+    } else {
+      FAM_CHECK(static_cast<int64_t>(options.initial_state.size()) == config_.n_layers,
+                "initial_state has ", options.initial_state.size(), " layers, model has ",
+                config_.n_layers);
+      state = options.initial_state;
+      state_is_initial = false;
+    }
+    for (Tensor& s : state) s = ops::Expand(s, {batch, f, config_.d_model});
+  }
+
+  ForwardResult result;
+  Tensor x = model_->embed_tokens->Forward(tokens);
+  Tensor token_positions = Positions(batch, 0, seq, offsets);
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    const DecoderLayer& layer = *model_->layers[l];
+    Heads h = Project(layer, x, token_positions);
+    Tensor attn;
+    if (ac.type == AttentionType::kFull) {
+      attn = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kCausal}, scale);
+    } else {
+      std::vector<Tensor> outputs;
+      Tensor s = is_fam && f > 0 ? state[l] : Tensor();
+      bool s_initial = state_is_initial;
+      for (int64_t start = 0, tau = 0; start < seq; start += block, ++tau) {
+        const int64_t end = std::min(start + block, seq);
+        const int64_t mem_start = std::max<int64_t>(0, tau - ac.memory_segments) * block;
+        Tensor q = ops::Slice(h.q, 2, start, end);
+        Tensor keys = ops::Slice(h.k, 2, mem_start, end);
+        Tensor values = ops::Slice(h.v, 2, mem_start, end);
+        if (s.defined()) {
+          Heads fh = Project(layer, s, StatePositions(batch, start, tau == 0, offsets));
+          outputs.push_back(ops::Attention(q, {fh.k, keys}, {fh.v, values},
+                                           {KeyMask::kAll, KeyMask::kCausal}, scale));
+          s = FamUpdate(layer, s, s_initial, fh, ops::Slice(h.k, 2, start, end),
+                        ops::Slice(h.v, 2, start, end));
+          s_initial = false;
+        } else {
+          outputs.push_back(ops::Attention(q, {keys}, {values}, {KeyMask::kCausal}, scale));
+        }
+      }
+      attn = outputs.size() == 1 ? outputs[0] : ops::Concat(outputs, 2);
+      if (s.defined()) result.final_state.push_back(s);
+    }
+    x = FeedForward(layer, ops::Add(x, OutputProjection(layer, attn)));
+  }
+  result.hidden = model_->norm->Forward(x);
+  if (options.compute_logits) result.logits = Logits(result.hidden);
+  return result;
+}
+
+Tensor FamModel::Loss(const Tensor& logits, const Tensor& targets, const Tensor& weights) const {
+  const int64_t v = logits.size(-1);
+  Tensor flat_targets = ops::Reshape(targets, {-1});
+  Tensor flat_weights = weights.defined() ? ops::Reshape(weights, {-1}) : Tensor();
+  Tensor losses = ops::CrossEntropy(ops::Reshape(logits, {-1, v}), flat_targets, flat_weights);
+  double normaliser = 0;
+  if (flat_weights.defined()) {
+    std::vector<int64_t> t = flat_targets.ToInts();
+    std::vector<double> w = flat_weights.ToDoubles();
+    for (size_t i = 0; i < t.size(); ++i)
+      if (t[i] != -100) normaliser += w[i];
+  } else {
+    for (int64_t t : flat_targets.ToInts()) normaliser += t != -100;
+  }
+  return ops::Scale(ops::SumAll(losses), normaliser > 0 ? 1.0 / normaliser : 0.0);
+}
+
+StreamingState FamModel::NewStreamingState(int64_t batch) const {
+  StreamingState state;
+  state.batch = batch;
+  state.layers.resize(config_.n_layers);
+  if (config_.fam_rows() > 0) {
+    NoGradGuard no_grad;
+    std::vector<Tensor> init = InitialFamState(1, {});
+    for (int64_t l = 0; l < config_.n_layers; ++l) {
+      state.layers[l].fam = ops::Contiguous(ops::Expand(init[l], {batch, config_.fam_rows(), config_.d_model}));
+      state.layers[l].fam_is_initial = true;
+    }
+  }
+  return state;
+}
+
+Tensor FamModel::ForwardStreaming(const Tensor& tokens, StreamingState& state) const {
+  NoGradGuard no_grad;
+  FAM_CHECK(tokens.dim() == 2 && tokens.size(0) == state.batch, "streaming input must be [",
+            state.batch, ", n], got ", tokens.Describe());
+  const AttentionConfig& ac = config_.attention;
+  const bool windowed = ac.type != AttentionType::kFull;
+  const int64_t block = windowed ? ac.block_size : INT64_MAX;
+  const int64_t f = config_.fam_rows(), batch = state.batch;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  auto append = [](const Tensor& a, const Tensor& b) {
+    return a.defined() && a.size(2) > 0 ? ops::Concat({a, b}, 2) : ops::Contiguous(b);
+  };
+
+  std::vector<Tensor> logits;
+  const int64_t n = tokens.size(1);
+  for (int64_t done = 0; done < n;) {
+    // A piece never crosses a block boundary, so block ends line up with training's blocks.
+    const int64_t in_block = windowed ? state.position % block : state.position;
+    const int64_t len = windowed ? std::min(n - done, block - in_block) : n - done;
+    Tensor x = model_->embed_tokens->Forward(ops::Slice(tokens, 1, done, done + len));
+    Tensor positions = Positions(batch, state.position, len, {});
+    const int64_t block_start = state.position - in_block;
+    const bool completes_block = windowed && in_block + len == block;
+    for (int64_t l = 0; l < config_.n_layers; ++l) {
+      const DecoderLayer& layer = *model_->layers[l];
+      LayerStreamState& ls = state.layers[l];
+      Heads h = Project(layer, x, positions);
+      ls.cur_k = append(ls.cur_k, h.k);
+      ls.cur_v = append(ls.cur_v, h.v);
+      Tensor keys = ls.mem_k.defined() ? ops::Concat({ls.mem_k, ls.cur_k}, 2) : ls.cur_k;
+      Tensor values = ls.mem_v.defined() ? ops::Concat({ls.mem_v, ls.cur_v}, 2) : ls.cur_v;
+      Tensor attn;
+      Heads fh;
+      if (f > 0) {
+        fh = Project(layer, ls.fam, StatePositions(batch, block_start, ls.fam_is_initial && block_start == 0, {}));
+        attn = ops::Attention(h.q, {fh.k, keys}, {fh.v, values}, {KeyMask::kAll, KeyMask::kCausal}, scale);
+      } else {
+        attn = ops::Attention(h.q, {keys}, {values}, {KeyMask::kCausal}, scale);
+      }
+      x = FeedForward(layer, ops::Add(x, OutputProjection(layer, attn)));
+      if (completes_block) {
+        if (f > 0) {
+          ls.fam = FamUpdate(layer, ls.fam, ls.fam_is_initial, fh, ls.cur_k, ls.cur_v);
+          ls.fam_is_initial = false;
+        }
+        // Roll the window: keep the last m complete blocks as memory.
+        const int64_t keep = ac.memory_segments * block;
+        Tensor mk = keys, mv = values;
+        if (mk.size(2) > keep) {
+          mk = ops::Slice(mk, 2, mk.size(2) - keep, mk.size(2));
+          mv = ops::Slice(mv, 2, mv.size(2) - keep, mv.size(2));
+        }
+        ls.mem_k = ops::Contiguous(mk);
+        ls.mem_v = ops::Contiguous(mv);
+        ls.cur_k = Tensor();
+        ls.cur_v = Tensor();
+      }
+    }
+    logits.push_back(Logits(model_->norm->Forward(x)));
+    state.position += len;
+    done += len;
+  }
+  return logits.size() == 1 ? logits[0] : ops::Concat(logits, 1);
+}
+
+}  // namespace fam

@@ -1,0 +1,128 @@
+// TransformerFAM (FAM_SPEC.md): a decoder-only, pre-RMSNorm, SwiGLU, RoPE model whose attention is
+// full causal, Block Sliding Window Attention (BSWA), or BSWA + Feedback Attention Memory (FAM), all
+// from one definition. Training runs the whole sequence layer by layer and block by block through the
+// attention primitive; streaming inference runs one chunk at a time through all layers carrying a
+// small per-layer state (memory-segment keys/values + FAM), built from the same layer functions.
+// Parameter names follow FORMATS.md (Hugging Face Llama style).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "framework/nn/module.h"
+#include "models/fam/model_config.h"
+
+namespace fam {
+
+struct SelfAttention : nn::Module {
+  SelfAttention(const ModelConfig& c, DType dtype);
+  nn::Linear *q_proj, *k_proj, *v_proj, *o_proj;
+};
+
+struct SwiGluMlp : nn::Module {
+  SwiGluMlp(const ModelConfig& c, DType dtype);
+  nn::Linear *gate_proj, *up_proj, *down_proj;
+};
+
+struct DecoderLayer : nn::Module {
+  DecoderLayer(const ModelConfig& c, DType dtype);
+  nn::RmsNorm* input_layernorm;
+  SelfAttention* self_attn;
+  nn::RmsNorm* post_attention_layernorm;
+  SwiGluMlp* mlp;
+};
+
+// The learned initial FAM (FORMATS.md: model.fam.embeddings [fam_length, d_model]).
+struct FamPrompt : nn::Module {
+  FamPrompt(const ModelConfig& c, DType dtype);
+  Tensor embeddings;
+};
+
+struct FamBackbone : nn::Module {
+  FamBackbone(const ModelConfig& c, DType dtype);
+  nn::Embedding* embed_tokens;
+  std::vector<DecoderLayer*> layers;
+  nn::RmsNorm* norm;
+  FamPrompt* fam = nullptr;  // FAM models only
+};
+
+struct ForwardOptions {
+  // Per-sequence integer added to every position (Random Position Offset); empty = all 0.
+  std::vector<int64_t> position_offsets;
+  // Per-layer FAM state [1 or batch, F, d_model] carried in by Random State Passing; empty = start
+  // from the learned initial FAM. A carried state takes the positions of the initial state (ours).
+  std::vector<Tensor> initial_state;
+  bool compute_logits = true;
+};
+
+struct ForwardResult {
+  Tensor hidden;                    // [batch, T, d_model] after the final norm
+  Tensor logits;                    // [batch, T, vocab] (when compute_logits)
+  std::vector<Tensor> final_state;  // FAM: per layer, the state after the last block [batch, F, d]
+};
+
+// Per-layer carried state of streaming inference.
+struct LayerStreamState {
+  Tensor mem_k, mem_v;  // keys/values of past complete blocks (≤ m blocks; all past keys for full)
+  Tensor cur_k, cur_v;  // keys/values of the current, incomplete block
+  Tensor fam;           // FAM state S_{τ-1} [batch, F, d_model]
+  bool fam_is_initial = true;
+};
+
+struct StreamingState {
+  int64_t batch = 1;
+  int64_t position = 0;  // tokens consumed so far
+  std::vector<LayerStreamState> layers;
+  // Bytes held by the carried tensors (for memory reports).
+  int64_t Bytes() const;
+};
+
+class FamModel : public nn::Module {
+ public:
+  // dtype: parameter dtype (f32 for CPU training, f64 for gradchecks).
+  explicit FamModel(const ModelConfig& config, DType dtype = DType::kF32);
+
+  const ModelConfig& config() const { return config_; }
+  // Seeded N(0, init_std²) weights (output projections scaled by 1/sqrt(2·n_layers)), norms at 1.
+  // Each parameter draws from its own Philox stream keyed by its name: independent of order.
+  void InitializeWeights(uint64_t seed);
+
+  // Whole-sequence forward of tokens [batch, T] (i32/i64).
+  ForwardResult Forward(const Tensor& tokens, const ForwardOptions& options = {}) const;
+  // Mean token cross-entropy of logits [batch, T, V] against targets [batch, T]; optional per-token
+  // weights [batch, T] (weighted mean); targets equal to -100 are ignored.
+  Tensor Loss(const Tensor& logits, const Tensor& targets, const Tensor& weights = Tensor()) const;
+
+  // The initial FAM state of every layer (§4): P pushed through the stack alone.
+  std::vector<Tensor> InitialFamState(int64_t batch, const std::vector<int64_t>& offsets) const;
+
+  // Streaming inference (no gradients, no training tricks): logits [batch, n, V] of the next n tokens.
+  StreamingState NewStreamingState(int64_t batch = 1) const;
+  Tensor ForwardStreaming(const Tensor& tokens, StreamingState& state) const;
+
+  const FamBackbone& backbone() const { return *model_; }
+  Tensor lm_head_weight() const;
+
+ private:
+  struct Heads {
+    Tensor q, k, v;  // q [b, H, n, Dh] and k [b, Hkv, n, Dh] with RoPE; v [b, Hkv, n, Dh]
+  };
+  Heads Project(const DecoderLayer& layer, const Tensor& rows, const Tensor& positions) const;
+  Tensor OutputProjection(const DecoderLayer& layer, const Tensor& heads) const;
+  Tensor FeedForward(const DecoderLayer& layer, const Tensor& residual) const;
+  // S_τ from the FAM rows' heads over [S_{τ-1}, block tokens] (FAM_SPEC.md §3).
+  Tensor FamUpdate(const DecoderLayer& layer, const Tensor& state, bool state_is_initial,
+                   const Heads& fam, const Tensor& block_k, const Tensor& block_v) const;
+  Tensor Positions(int64_t batch, int64_t start, int64_t count,
+                   const std::vector<int64_t>& offsets) const;
+  Tensor StatePositions(int64_t batch, int64_t block_end, bool initial,
+                        const std::vector<int64_t>& offsets) const;
+  Tensor Logits(const Tensor& hidden) const;
+
+  ModelConfig config_;
+  FamBackbone* model_;
+  nn::Linear* lm_head_ = nullptr;
+};
+
+}  // namespace fam

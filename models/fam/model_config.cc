@@ -1,0 +1,99 @@
+#include "models/fam/model_config.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+
+namespace fam {
+
+const char* AttentionTypeName(AttentionType type) {
+  switch (type) {
+    case AttentionType::kFull: return "full";
+    case AttentionType::kBswa: return "bswa";
+    case AttentionType::kFam: return "fam";
+  }
+  return "?";
+}
+
+bool ParseAttentionType(const std::string& text, AttentionType* type) {
+  if (text == "full") *type = AttentionType::kFull;
+  else if (text == "bswa") *type = AttentionType::kBswa;
+  else if (text == "fam") *type = AttentionType::kFam;
+  else return false;
+  return true;
+}
+
+absl::Status ModelConfig::Validate() const {
+  auto bad = [](const char* key, const auto&... why) {
+    return absl::InvalidArgumentError(absl::StrCat("model.", key, ": ", why...));
+  };
+  if (vocab_size < 2) return bad("vocab_size", "must be at least 2, got ", vocab_size);
+  if (d_model < 1) return bad("d_model", "must be positive, got ", d_model);
+  if (n_layers < 1) return bad("n_layers", "must be positive, got ", n_layers);
+  if (n_heads < 1) return bad("n_heads", "must be positive, got ", n_heads);
+  if (n_kv_heads < 1 || n_kv_heads > n_heads || n_heads % n_kv_heads != 0)
+    return bad("n_kv_heads", "must divide n_heads (", n_heads, "), got ", n_kv_heads);
+  if (head_dim < 2 || head_dim % 2 != 0)
+    return bad("head_dim", "must be even and positive (RoPE rotates halves), got ", head_dim);
+  if (ffn_dim < 1) return bad("ffn_dim", "must be positive, got ", ffn_dim);
+  if (!(norm_eps > 0)) return bad("norm_eps", "must be positive, got ", norm_eps);
+  if (!(rope_base > 1)) return bad("rope_base", "must be > 1, got ", rope_base);
+  if (!(init_std > 0)) return bad("init_std", "must be positive, got ", init_std);
+  if (attention.type != AttentionType::kFull) {
+    if (attention.block_size < 1)
+      return bad("attention.block_size", "must be positive, got ", attention.block_size);
+    if (attention.memory_segments < 0)
+      return bad("attention.memory_segments", "must be >= 0, got ", attention.memory_segments);
+  }
+  if (attention.type == AttentionType::kFam && attention.fam_length < 0)
+    return bad("attention.fam_length", "must be >= 0, got ", attention.fam_length);
+  if (training.state_passing_prob < 0 || training.state_passing_prob > 1)
+    return bad("training.state_passing_prob", "must be in [0, 1], got ",
+               training.state_passing_prob);
+  return absl::OkStatus();
+}
+
+int64_t ModelConfig::NonEmbeddingParameterCount() const {
+  const int64_t q = n_heads * head_dim, kv = n_kv_heads * head_dim;
+  const int64_t attn = d_model * q + 2 * d_model * kv + q * d_model;
+  const int64_t ffn = 3 * d_model * ffn_dim;
+  const int64_t norms = 2 * d_model;
+  return n_layers * (attn + ffn + norms) + d_model /*final norm*/ + fam_rows() * d_model;
+}
+
+int64_t ModelConfig::ParameterCount() const {
+  const int64_t embed = vocab_size * d_model;
+  return NonEmbeddingParameterCount() + embed + (tie_embeddings ? 0 : embed);
+}
+
+double ModelConfig::AttendedKeysPerToken(int64_t seq_len) const {
+  double total = 0;
+  if (attention.type == AttentionType::kFull) {
+    return (static_cast<double>(seq_len) + 1) / 2;
+  }
+  const int64_t b = attention.block_size, m = attention.memory_segments, f = fam_rows();
+  for (int64_t start = 0, tau = 0; start < seq_len; start += b, ++tau) {
+    const int64_t n = std::min(b, seq_len - start);
+    const int64_t memory = std::min(tau, m) * b;
+    total += n * (memory + f) + n * (n + 1) / 2.0;  // block tokens
+    total += f * (f + n);                            // FAM rows (counted per token below)
+  }
+  return total / static_cast<double>(seq_len);
+}
+
+double ModelConfig::TrainingFlopsPerToken(int64_t seq_len) const {
+  const int64_t embed_head = vocab_size * d_model;  // LM head matmul
+  double matmul_params = static_cast<double>(NonEmbeddingParameterCount() - fam_rows() * d_model -
+                                             n_layers * 2 * d_model - d_model + embed_head);
+  // FAM rows go through every layer's projections and FFN as extra rows: F/B more per token.
+  double extra_rows = 0;
+  if (fam_rows() > 0) extra_rows = static_cast<double>(fam_rows()) / attention.block_size;
+  double per_layer_linear = static_cast<double>(NonEmbeddingParameterCount() - fam_rows() * d_model -
+                                                d_model) / n_layers - 2.0 * d_model;
+  double flops = 6.0 * matmul_params + 6.0 * extra_rows * per_layer_linear * n_layers;
+  // Attention: QKᵀ and PV, 2 FLOPs per MAC each, ×3 for forward + backward.
+  flops += 6.0 * 2.0 * n_layers * n_heads * head_dim * AttendedKeysPerToken(seq_len);
+  return flops;
+}
+
+}  // namespace fam

@@ -1,0 +1,32 @@
+// The `fam` subcommands. Each command lives in its own trainers/*_command.cc file and is listed by
+// AllCommands(); fam_main.cc dispatches on the first argument.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "trainers/cli.h"
+
+namespace fam {
+
+struct Command {
+  std::string name;
+  std::string synopsis;  // argument summary for the usage line
+  std::string summary;   // one line for `fam --help`
+  std::vector<cli::FlagSpec> flags;
+  std::function<absl::Status(const cli::Args&)> run;
+};
+
+Command InfoCommand();
+Command ForwardCommand();
+Command ConfigCommand();
+Command TrainCommand();
+Command PrepareDataCommand();
+std::vector<Command> AllCommands();
+
+// Reads whitespace-separated token ids; errors name the bad token and its index.
+absl::StatusOr<std::vector<int64_t>> ReadTokenIds(const std::string& path);
+
+}  // namespace fam
