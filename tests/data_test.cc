@@ -27,8 +27,8 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string TempDirFor(const std::string& test) {
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 ("fam_data_" + test + "_" + std::to_string(::getpid()));
+  fs::path dir =
+      fs::path(::testing::TempDir()) / ("fam_data_" + test + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();

@@ -2,6 +2,8 @@
 // epoch wrap, resume from state, world-size invariance of a global step, id checks, validation
 // batches and shard globs. The shards hold token value = stream position, so every window's
 // content is known without the loader.
+#include "framework/data/loader.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "framework/data/loader.h"
 #include "framework/data/token_shard.h"
 #include "gtest/gtest.h"
 
@@ -29,10 +30,9 @@ class LoaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = (fs::path(::testing::TempDir()) /
-            ("fam_loader_" + std::string(::testing::UnitTest::GetInstance()
-                                             ->current_test_info()
-                                             ->name()) +
-             "_" + std::to_string(::getpid())))
+            ("fam_loader_" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
+             std::to_string(::getpid())))
                .string();
     fs::remove_all(dir_);
     fs::create_directories(dir_);

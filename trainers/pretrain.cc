@@ -439,7 +439,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       interval_loss = 0;
       interval_steps = 0;
     }
-    if (!val_batches_.empty() && t.eval_interval > 0 && (step_ % t.eval_interval == 0 || last)) {
+    if (!val_batches_.empty() && ((t.eval_interval > 0 && step_ % t.eval_interval == 0) || last)) {
       absl::StatusOr<double> v = Validate();
       if (!v.ok()) {
         status = v.status();

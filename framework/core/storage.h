@@ -12,7 +12,7 @@ namespace fam {
 
 class Storage {
  public:
-  // Allocates nbytes on device through its backend (zero-initialised on CPU).
+  // Allocates nbytes on device through its backend (uninitialised).
   static std::shared_ptr<Storage> Allocate(size_t nbytes, Device device);
   // Wraps memory owned by someone else (e.g. an mmap'ed file); release runs when the storage dies.
   static std::shared_ptr<Storage> Wrap(void* data, size_t nbytes, Device device,

@@ -27,13 +27,12 @@ Tensor Tensor::Empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::Zeros(const Shape& shape, DType dtype, Device device) {
-  // Backends hand out zeroed memory.
-  return Empty(shape, dtype, device);
+  return Full(shape, 0.0, dtype, device);
 }
 
 Tensor Tensor::Full(const Shape& shape, double value, DType dtype, Device device) {
   Tensor t = Empty(shape, dtype, device);
-  if (value != 0.0) GetBackend(device).Fill(t, value);
+  GetBackend(device).Fill(t, value);
   return t;
 }
 

@@ -48,7 +48,7 @@ bool LooksLikeChapterHeader(std::string_view line) {
 std::string CleanKjvText(std::string_view raw) {
   std::string out;
   out.reserve(raw.size());
-  std::string verse;          // the verse being joined from wrapped lines
+  std::string verse;  // the verse being joined from wrapped lines
   bool have_verse = false;
   bool prev_blank = true;     // the start of the text counts as after a blank line
   bool chapter_open = false;  // something was written in the current chapter
@@ -116,15 +116,16 @@ std::vector<std::string_view> SplitDocuments(std::string_view text) {
     }
     pos = nl + 1;
   }
-  if (doc_begin != std::string_view::npos) docs.push_back(text.substr(doc_begin, doc_end - doc_begin));
+  if (doc_begin != std::string_view::npos)
+    docs.push_back(text.substr(doc_begin, doc_end - doc_begin));
   return docs;
 }
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot open text file ", path, ": ",
-                                            std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("cannot open text file ", path, ": ", std::strerror(errno)));
   }
   std::ostringstream buffer;
   buffer << in.rdbuf();

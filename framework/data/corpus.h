@@ -1,9 +1,10 @@
 // Text corpora: turning raw source text into plain training text and splitting it into documents.
 // The King James Bible comes from the Debian package bible-kjv: `bible "Genesis 1:1-Revelation
-// 22:21"` prints chapters as a header line ("1 Samuel 3") between blank lines, then verses that start
-// with "  <n> " and wrap at 80 columns. CleanKjvText turns that into one verse per line (numbers
-// dropped, wrapped lines joined) with one blank line between chapters, so every chapter is one
-// document for SplitDocuments. scripts/get_kjv.sh applies the same rules (a test keeps them equal).
+// 22:21"` prints chapters as a header line ("1 Samuel 3") between blank lines, then verses that
+// start with "  <n> " and wrap at 80 columns. CleanKjvText turns that into one verse per line
+// (numbers dropped, wrapped lines joined) with one blank line between chapters, so every chapter is
+// one document for SplitDocuments. scripts/get_kjv.sh applies the same rules (a test keeps them
+// equal).
 #pragma once
 
 #include <string>

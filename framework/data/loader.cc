@@ -56,9 +56,9 @@ absl::StatusOr<DataLoader> DataLoader::Open(const LoaderOptions& options) {
         absl::StrCat("data loader: rank ", o.rank, " of world_size ", o.world_size));
   }
   if (o.global_batch % (static_cast<int64_t>(o.world_size) * o.micro_batch) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data loader: global_batch ", o.global_batch, " is not a multiple of world_size ",
-        o.world_size, " x micro_batch ", o.micro_batch));
+    return absl::InvalidArgumentError(absl::StrCat("data loader: global_batch ", o.global_batch,
+                                                   " is not a multiple of world_size ",
+                                                   o.world_size, " x micro_batch ", o.micro_batch));
   }
   DataLoader loader;
   loader.options_ = options;
@@ -73,10 +73,9 @@ absl::StatusOr<DataLoader> DataLoader::Open(const LoaderOptions& options) {
           o.shards.front(), " has ", loader.vocab_size_, " (shards of different tokenizers?)"));
     }
     if (o.max_vocab_size > 0 && shard->vocab_size() > o.max_vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("data loader: shard ", path, " vocab_size ",
-                                                     shard->vocab_size(),
-                                                     " exceeds the model's vocab_size ",
-                                                     o.max_vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrCat("data loader: shard ", path, " vocab_size ", shard->vocab_size(),
+                       " exceeds the model's vocab_size ", o.max_vocab_size));
     }
     loader.shard_starts_.push_back(loader.total_tokens_);
     loader.total_tokens_ += shard->size();
@@ -84,11 +83,10 @@ absl::StatusOr<DataLoader> DataLoader::Open(const LoaderOptions& options) {
   }
   loader.num_windows_ = loader.total_tokens_ > 0 ? (loader.total_tokens_ - 1) / o.seq_len : 0;
   if (loader.num_windows_ == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("data loader: ", loader.total_tokens_,
-                                                   " tokens in ", o.shards.size(),
-                                                   " shard(s) do not fill one window of seq_len ",
-                                                   o.seq_len, " + 1 (first: ", o.shards.front(),
-                                                   ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data loader: ", loader.total_tokens_, " tokens in ", o.shards.size(),
+                     " shard(s) do not fill one window of seq_len ", o.seq_len,
+                     " + 1 (first: ", o.shards.front(), ")"));
   }
   return loader;
 }
@@ -125,22 +123,23 @@ std::vector<int64_t> DataLoader::StepWindows(LoaderState state) const {
   EnsureOrder(state.epoch);
   const int64_t begin = state.samples_consumed;
   FAM_CHECK(begin >= 0 && begin + options_.global_batch <= num_windows_, "data loader: step at ",
-            begin, " + global_batch ", options_.global_batch, " beyond ", num_windows_,
-            " windows");
-  return std::vector<int64_t>(order_.begin() + begin, order_.begin() + begin + options_.global_batch);
+            begin, " + global_batch ", options_.global_batch, " beyond ", num_windows_, " windows");
+  return std::vector<int64_t>(order_.begin() + begin,
+                              order_.begin() + begin + options_.global_batch);
 }
 
 std::vector<int64_t> DataLoader::RankMicroWindows(LoaderState state, int64_t micro) const {
   state = StepStart(state);
-  FAM_CHECK(micro >= 0 && micro < accumulation_steps(), "data loader: micro batch ", micro,
-            " of ", accumulation_steps());
+  FAM_CHECK(micro >= 0 && micro < accumulation_steps(), "data loader: micro batch ", micro, " of ",
+            accumulation_steps());
   EnsureOrder(state.epoch);
   const int64_t per_rank = options_.global_batch / options_.world_size;
   const int64_t begin =
       state.samples_consumed + options_.rank * per_rank + micro * options_.micro_batch;
   FAM_CHECK(state.samples_consumed >= 0 && begin + options_.micro_batch <= num_windows_,
             "data loader: micro batch beyond ", num_windows_, " windows");
-  return std::vector<int64_t>(order_.begin() + begin, order_.begin() + begin + options_.micro_batch);
+  return std::vector<int64_t>(order_.begin() + begin,
+                              order_.begin() + begin + options_.micro_batch);
 }
 
 void DataLoader::ReadStream(int64_t begin, int64_t count, int64_t* out) const {
@@ -213,9 +212,9 @@ absl::StatusOr<std::vector<Batch>> DataLoader::ValBatches(int64_t max_batches) c
   const int64_t mb = options_.micro_batch;
   int64_t total = num_windows_ / mb;
   if (total == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data loader: validation data (first shard ", options_.shards.front(), ") holds ",
-        num_windows_, " windows, fewer than micro_batch ", mb));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data loader: validation data (first shard ", options_.shards.front(),
+                     ") holds ", num_windows_, " windows, fewer than micro_batch ", mb));
   }
   if (max_batches > 0) total = std::min(total, max_batches);
   std::vector<Batch> batches;

@@ -44,8 +44,8 @@ absl::Status ValidateOptions(const PrepareDataOptions& o) {
   if (o.inputs.empty()) return absl::InvalidArgumentError("prepare-data: no input files");
   if (o.out_dir.empty()) return absl::InvalidArgumentError("prepare-data: out_dir is empty");
   if (o.input_format != "text" && o.input_format != "kjv") {
-    return absl::InvalidArgumentError(absl::StrCat("prepare-data: input_format '", o.input_format,
-                                                   "' (expected text or kjv)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prepare-data: input_format '", o.input_format, "' (expected text or kjv)"));
   }
   if (o.documents != "paragraph" && o.documents != "line" && o.documents != "file") {
     return absl::InvalidArgumentError(absl::StrCat("prepare-data: documents '", o.documents,
@@ -68,7 +68,8 @@ absl::StatusOr<json> MakeRequest(const PrepareDataOptions& o) {
   json inputs = json::array();
   for (const std::string& path : o.inputs) {
     const int64_t bytes = FileBytes(path);
-    if (bytes < 0) return absl::NotFoundError(absl::StrCat("prepare-data: input not found: ", path));
+    if (bytes < 0)
+      return absl::NotFoundError(absl::StrCat("prepare-data: input not found: ", path));
     inputs.push_back({{"path", AbsolutePath(path)}, {"bytes", bytes}});
   }
   request["inputs"] = inputs;
@@ -86,8 +87,8 @@ absl::StatusOr<json> MakeRequest(const PrepareDataOptions& o) {
     if (bytes < 0) {
       return absl::NotFoundError(absl::StrCat("prepare-data: tokenizer not found: ", o.tokenizer));
     }
-    request["tokenizer"] = {{"train", false}, {"path", AbsolutePath(o.tokenizer)},
-                            {"bytes", bytes}};
+    request["tokenizer"] = {
+        {"train", false}, {"path", AbsolutePath(o.tokenizer)}, {"bytes", bytes}};
   }
   return request;
 }
@@ -111,7 +112,9 @@ bool UpToDate(const fs::path& dir, const json& request) {
 class ShardStream {
  public:
   ShardStream(fs::path dir, std::string prefix, int64_t shard_tokens, int64_t vocab_size)
-      : dir_(std::move(dir)), prefix_(std::move(prefix)), shard_tokens_(shard_tokens),
+      : dir_(std::move(dir)),
+        prefix_(std::move(prefix)),
+        shard_tokens_(shard_tokens),
         vocab_size_(vocab_size) {}
 
   absl::Status AddDocument(const std::vector<int32_t>& tokens, int32_t eos) {
@@ -334,19 +337,18 @@ absl::Status PrepareData(const PrepareDataOptions& o) {
       {"pad_id", tokenizer->pad_id()},
       {"newline_id", tokenizer->newline_id()},
       {"tokenizer", "tokenizer.model"},
-      {"train", {{"tokens", train.tokens()}, {"documents", train.documents()},
-                 {"shards", train.shards()}}},
-      {"val", {{"tokens", val.tokens()}, {"documents", val.documents()},
-               {"shards", val.shards()}}},
+      {"train",
+       {{"tokens", train.tokens()}, {"documents", train.documents()}, {"shards", train.shards()}}},
+      {"val", {{"tokens", val.tokens()}, {"documents", val.documents()}, {"shards", val.shards()}}},
       {"sources", sources},
       {"request", *request},
       {"files", files},
   };
   status = WriteManifest(dir, manifest);
   if (!status.ok()) return status;
-  Log(o, absl::StrCat("prepare-data: vocab ", vocab_size, ", train ", train.tokens(),
-                      " tokens in ", train.shards().size(), " shard(s), val ", val.tokens(),
-                      " tokens → ", dir.string()));
+  Log(o, absl::StrCat("prepare-data: vocab ", vocab_size, ", train ", train.tokens(), " tokens in ",
+                      train.shards().size(), " shard(s), val ", val.tokens(), " tokens → ",
+                      dir.string()));
   return absl::OkStatus();
 }
 

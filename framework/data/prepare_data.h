@@ -33,17 +33,17 @@
 namespace fam::data {
 
 struct PrepareDataOptions {
-  std::vector<std::string> inputs;    // text files
+  std::vector<std::string> inputs;  // text files
   std::string out_dir;
-  std::string input_format = "text";  // "text" or "kjv" (raw `bible` output, see corpus.h)
+  std::string input_format = "text";    // "text" or "kjv" (raw `bible` output, see corpus.h)
   std::string documents = "paragraph";  // "paragraph", "line" or "file"
-  std::string tokenizer;              // existing SentencePiece .model; empty: train one
-  int vocab_size = 8192;              // when training
-  std::string model_type = "bpe";     // when training: "bpe" or "unigram"
-  double val_fraction = 0.02;         // in [0, 0.5]
-  int64_t shard_tokens = 100000000;   // max tokens per shard
-  uint32_t seed = 0;                  // tokenizer training sample seed
-  bool force = false;                 // redo even when the outputs are up to date
+  std::string tokenizer;                // existing SentencePiece .model; empty: train one
+  int vocab_size = 8192;                // when training
+  std::string model_type = "bpe";       // when training: "bpe" or "unigram"
+  double val_fraction = 0.02;           // in [0, 0.5]
+  int64_t shard_tokens = 100000000;     // max tokens per shard
+  uint32_t seed = 0;                    // tokenizer training sample seed
+  bool force = false;                   // redo even when the outputs are up to date
   std::function<void(const std::string&)> log;  // progress lines (optional)
 };
 

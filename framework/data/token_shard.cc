@@ -172,8 +172,8 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, bool verify
         absl::StrCat("token shard ", path, ": bad magic (not a FAMTOK01 token shard)"));
   }
   if (header.version != kTokenShardVersion) {
-    return absl::InvalidArgumentError(absl::StrCat("token shard ", path, ": format version ",
-                                                   header.version, " (supported: 1)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("token shard ", path, ": format version ", header.version, " (supported: 1)"));
   }
   if (header.dtype != 2 && header.dtype != 4) {
     return absl::InvalidArgumentError(
@@ -189,10 +189,10 @@ absl::StatusOr<TokenShard> TokenShard::Open(const std::string& path, bool verify
   if (header.num_tokens > data_bytes / header.dtype ||
       header.num_tokens * header.dtype != data_bytes) {
     const bool short_file = header.num_tokens > data_bytes / header.dtype;
-    return absl::DataLossError(absl::StrCat(
-        "token shard ", path, short_file ? " truncated" : " has trailing bytes", ": header says ",
-        header.num_tokens, " tokens of ", header.dtype, " bytes, file has ", data_bytes,
-        " data bytes"));
+    return absl::DataLossError(
+        absl::StrCat("token shard ", path, short_file ? " truncated" : " has trailing bytes",
+                     ": header says ", header.num_tokens, " tokens of ", header.dtype,
+                     " bytes, file has ", data_bytes, " data bytes"));
   }
   TokenShard shard;
   shard.mapping_ = std::move(mapping);
@@ -223,8 +223,8 @@ absl::Status TokenShard::Verify() const {
 absl::Status TokenShard::CheckIds(int64_t begin, int64_t end) const {
   if (end < 0) end = num_tokens_;
   if (begin < 0 || begin > end || end > num_tokens_) {
-    return absl::InvalidArgumentError(absl::StrCat("token shard ", path_, ": range [", begin,
-                                                   ", ", end, ") outside [0, ", num_tokens_, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("token shard ", path_, ": range [", begin, ", ",
+                                                   end, ") outside [0, ", num_tokens_, ")"));
   }
   for (int64_t i = begin; i < end; ++i) {
     const int64_t id = at(i);

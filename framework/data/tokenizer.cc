@@ -159,8 +159,8 @@ absl::Status Tokenizer::Train(const std::vector<std::string>& text_files,
     return absl::NotFoundError(absl::StrCat("tokenizer training: ", lines.status().message()));
   }
   if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer training (", model_prefix,
-                                                   ".model): ", status.ToString()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer training (", model_prefix, ".model): ", status.ToString()));
   }
   return absl::OkStatus();
 }

@@ -23,12 +23,12 @@ class SentencePieceProcessor;
 namespace fam::data {
 
 struct TokenizerTrainOptions {
-  std::string model_type = "bpe";        // "bpe" or "unigram"
+  std::string model_type = "bpe";         // "bpe" or "unigram"
   int64_t input_sentence_size = 2000000;  // lines sampled for training (0 = all)
-  double character_coverage = 1.0;       // rare characters fall back to bytes
-  uint32_t seed = 0;                     // sampling / unigram seed
-  int num_threads = 1;                   // 1 keeps unigram training deterministic
-  bool hard_vocab_limit = true;          // false: vocab_size is an upper bound
+  double character_coverage = 1.0;        // rare characters fall back to bytes
+  uint32_t seed = 0;                      // sampling / unigram seed
+  int num_threads = 1;                    // 1 keeps unigram training deterministic
+  bool hard_vocab_limit = true;           // false: vocab_size is an upper bound
   // Optional transform of each file's whole text before its lines are used (e.g. CleanKjvText).
   std::function<std::string(std::string)> transform;
 };
@@ -51,7 +51,7 @@ class Tokenizer {
   std::string Decode(const std::vector<int32_t>& ids) const;
 
   int64_t vocab_size() const;
-  int32_t bos_id() const;      // -1 when the model has none
+  int32_t bos_id() const;  // -1 when the model has none
   int32_t eos_id() const;
   int32_t pad_id() const;
   int32_t unk_id() const;

@@ -10,6 +10,7 @@ namespace fam {
 
 class CpuBackend : public Backend {
  public:
+  CpuBackend();
   DeviceType type() const override { return DeviceType::kCPU; }
   std::string name() const override { return "cpu"; }
 
