@@ -1,0 +1,207 @@
+// The training loop: loss falls, resume is bit-exact, gradient accumulation is exact, non-finite
+// steps are skipped then stop the run, config checks on resume.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "framework/data/token_shard.h"
+#include "framework/io/checkpoint.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "trainers/pretrain.h"
+#include "trainers/run_config.h"
+
+namespace fam {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("fam_trainer_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    // A learnable stream: a few repeated "sentences" with a little noise.
+    std::vector<int32_t> tokens;
+    uint32_t x = 12345;
+    for (int i = 0; i < 6000; ++i) {
+      x = x * 1103515245u + 12345u;
+      int sentence = (x >> 16) % 4;
+      for (int j = 0; j < 7; ++j) tokens.push_back(4 + sentence * 8 + j);
+      tokens.push_back(2);
+    }
+    ASSERT_TRUE(data::WriteTokenShard((dir_ / "train-00000.bin").string(), tokens, 64).ok());
+    std::vector<int32_t> val(tokens.begin(), tokens.begin() + 600);
+    ASSERT_TRUE(data::WriteTokenShard((dir_ / "val-00000.bin").string(), val, 64).ok());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  RunConfig Config(const std::string& name, std::vector<std::string> overrides = {}) {
+    std::string yaml = R"(
+name: NAME
+run_dir: RUNS
+model:
+  vocab_size: 64
+  d_model: 32
+  n_layers: 2
+  n_heads: 4
+  n_kv_heads: 2
+  head_dim: 8
+  ffn_dim: 64
+  tie_embeddings: true
+  attention: {type: fam, block_size: 8, memory_segments: 1, fam_length: 2}
+  training: {random_position_offset: true, state_passing_prob: 0.8}
+data: {train: DIR/train-*.bin, val: DIR/val-*.bin}
+optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
+schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
+trainer: {steps: 12, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
+          eval_interval: 6, eval_batches: 2}
+checkpoint: {interval: 0, keep_last: 3}
+)";
+    auto replace = [&](const std::string& from, const std::string& to) {
+      for (size_t p; (p = yaml.find(from)) != std::string::npos;) yaml.replace(p, from.size(), to);
+    };
+    replace("NAME", name);
+    replace("RUNS", (dir_ / "runs").string());
+    replace("DIR", dir_.string());
+    absl::StatusOr<RunConfig> c = ParseRunConfig(yaml, (dir_ / "test.yaml").string(), overrides);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+  }
+
+  // (step, loss) of every train line in a run's metrics.jsonl.
+  std::vector<std::pair<int64_t, double>> Losses(const std::string& name) {
+    std::ifstream in(dir_ / "runs" / name / "metrics.jsonl");
+    std::vector<std::pair<int64_t, double>> out;
+    std::string line;
+    while (std::getline(in, line)) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j["kind"] == "train") out.emplace_back(j["step"].get<int64_t>(), j["loss"].get<double>());
+    }
+    return out;
+  }
+
+  io::LoadedCheckpoint Final(const std::string& name) {
+    io::CheckpointManager m({.dir = (dir_ / "runs" / name / "checkpoints").string()});
+    absl::StatusOr<std::string> latest = m.LatestValid();
+    EXPECT_TRUE(latest.ok()) << latest.status();
+    absl::StatusOr<io::LoadedCheckpoint> c = io::LoadCheckpoint(*latest);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+  }
+
+  fs::path dir_;
+};
+
+bool SameBits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.ToDoubles() == b.ToDoubles();
+}
+
+TEST_F(TrainerTest, LossDecreases) {
+  absl::StatusOr<TrainResult> r = RunTraining(Config("learn", {"trainer.steps=30", "schedule.decay_steps=30"}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->final_step, 30);
+  EXPECT_GT(r->first_val_loss, 0);
+  EXPECT_LT(r->last_val_loss, r->first_val_loss - 1.0) << r->first_val_loss << " → " << r->last_val_loss;
+  auto losses = Losses("learn");
+  ASSERT_EQ(losses.size(), 30u);
+  EXPECT_LT(losses.back().second, losses.front().second);
+}
+
+TEST_F(TrainerTest, ResumeIsBitExact) {
+  ASSERT_TRUE(RunTraining(Config("straight")).ok());
+  // The same run in two halves: 6 steps, then resume (the FAM state kept by Random State Passing,
+  // the loader position, the optimizer and the RNG counters all come from the checkpoint).
+  ASSERT_TRUE(RunTraining(Config("halves", {"trainer.steps=6"})).ok());
+  absl::StatusOr<TrainResult> second = RunTraining(Config("halves"));
+  ASSERT_TRUE(second.ok()) << second.status();
+  auto a = Losses("straight"), b = Losses("halves");
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second, b[i].second) << "step " << a[i].first;  // bit-identical
+  }
+  io::LoadedCheckpoint ca = Final("straight"), cb = Final("halves");
+  EXPECT_EQ(ca.step, 12);
+  EXPECT_EQ(cb.step, 12);
+  ASSERT_EQ(ca.model.size(), cb.model.size());
+  for (auto& [name, t] : ca.model) EXPECT_TRUE(SameBits(t, cb.model.at(name))) << name;
+  for (auto& [name, t] : ca.optimizer) EXPECT_TRUE(SameBits(t, cb.optimizer.at(name))) << name;
+  EXPECT_FALSE(ca.extra.empty());  // the kept FAM state is saved
+  for (auto& [name, t] : ca.extra) EXPECT_TRUE(SameBits(t, cb.extra.at(name))) << name;
+}
+
+TEST_F(TrainerTest, GradientAccumulationMatchesOneBigBatch) {
+  ASSERT_TRUE(RunTraining(Config("micro2", {"trainer.steps=3", "model.training.state_passing_prob=0"})).ok());
+  ASSERT_TRUE(RunTraining(Config("micro4", {"trainer.steps=3", "trainer.micro_batch=4",
+                                             "model.training.state_passing_prob=0"})).ok());
+  auto a = Losses("micro2"), b = Losses("micro4");
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i].second, b[i].second, 1e-5) << i;
+}
+
+TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
+  ASSERT_TRUE(RunTraining(Config("blowup", {"trainer.steps=2"})).ok());
+  io::LoadedCheckpoint before = Final("blowup");
+  // An absurd learning rate makes the weights overflow; the run must stop with a clear message
+  // after max_consecutive_skips skipped steps, and the saved checkpoint must stay intact.
+  absl::StatusOr<TrainResult> r = RunTraining(Config(
+      "blowup", {"optimizer.lr=1e30", "optimizer.grad_clip=0", "trainer.steps=12",
+                 "trainer.max_consecutive_skips=2", "schedule.type=constant"}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.status().message()).find("consecutive"), std::string::npos) << r.status();
+  io::LoadedCheckpoint after = Final("blowup");
+  EXPECT_EQ(after.step, before.step);
+  for (auto& [name, t] : before.model) EXPECT_TRUE(SameBits(t, after.model.at(name))) << name;
+  std::ifstream in(dir_ / "runs" / "blowup" / "metrics.jsonl");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(all.find("skipped_step"), std::string::npos);
+}
+
+TEST_F(TrainerTest, ResumeRejectsAChangedModelButAllowsOtherChanges) {
+  ASSERT_TRUE(RunTraining(Config("change", {"trainer.steps=2"})).ok());
+  absl::StatusOr<TrainResult> bad = RunTraining(Config("change", {"model.d_model=48", "trainer.steps=4"}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("model config changed"), std::string::npos)
+      << bad.status();
+  absl::StatusOr<TrainResult> ok = RunTraining(Config("change", {"trainer.steps=4", "optimizer.lr=0.005"}));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->final_step, 4);
+  std::ifstream in(dir_ / "runs" / "change" / "metrics.jsonl");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(all.find("optimizer.lr"), std::string::npos);  // the resume event lists the change
+}
+
+TEST_F(TrainerTest, CorruptNewestCheckpointFallsBackToThePreviousOne) {
+  ASSERT_TRUE(RunTraining(Config("corrupt", {"trainer.steps=4", "checkpoint.interval=2"})).ok());
+  fs::path newest = dir_ / "runs" / "corrupt" / "checkpoints" / "step-00000004" / "model.safetensors";
+  {
+    std::fstream f(newest, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200);
+    f.put('\x7f');
+  }
+  absl::StatusOr<TrainResult> r = RunTraining(Config("corrupt", {"trainer.steps=6", "checkpoint.interval=2"}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->final_step, 6);
+  std::ifstream in(dir_ / "runs" / "corrupt" / "metrics.jsonl");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(all.find("step-00000002"), std::string::npos);  // resumed from the older one
+}
+
+TEST_F(TrainerTest, BadDataIsAClearError) {
+  absl::StatusOr<TrainResult> r = RunTraining(Config("nodata", {"data.train=" + (dir_ / "missing-*.bin").string()}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.status().message()).find("missing-"), std::string::npos) << r.status();
+  // Ids beyond the model's vocabulary are refused before training starts.
+  absl::StatusOr<TrainResult> v = RunTraining(Config("vocab", {"model.vocab_size=16"}));
+  ASSERT_FALSE(v.ok());
+  EXPECT_NE(std::string(v.status().message()).find("vocab"), std::string::npos) << v.status();
+}
+
+}  // namespace
+}  // namespace fam
