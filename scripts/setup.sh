@@ -34,5 +34,11 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
     { cat "$BUILD_DIR.configure.log"; exit 1; }
   rm -f "$BUILD_DIR.configure.log"
 fi
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+# FAM_SETUP_TARGETS: build only these targets (default: everything).
+if [ -n "${FAM_SETUP_TARGETS:-}" ]; then
+  # shellcheck disable=SC2086
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target ${FAM_SETUP_TARGETS}
+else
+  cmake --build "$BUILD_DIR" -j "$(nproc)"
+fi
 echo "setup: built into $BUILD_DIR ($(ls "$BUILD_DIR"/fam 2>/dev/null || echo 'no fam binary yet'))"
