@@ -24,6 +24,10 @@ Command ForwardCommand();
 Command ConfigCommand();
 Command TrainCommand();
 Command PrepareDataCommand();
+Command EvalCommand();
+Command GenerateCommand();
+Command ImportCommand();
+Command ExportCommand();
 std::vector<Command> AllCommands();
 
 // Reads whitespace-separated token ids; errors name the bad token and its index.

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -16,6 +17,11 @@
 #include "framework/backends/registry.h"
 #include "framework/core/rng.h"
 #include "framework/data/loader.h"
+#include "framework/dist/collective_helpers.h"
+#include "framework/dist/communicator.h"
+#include "framework/dist/env.h"
+#include "framework/dist/grad_reducer.h"
+#include "framework/dist/zero_optimizer.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/checkpoint.h"
 #include "framework/metrics/metrics.h"
@@ -25,6 +31,7 @@
 #include "framework/optim/grad_clip.h"
 #include "framework/optim/schedule.h"
 #include "models/fam/model.h"
+#include "trainers/cli.h"
 #include "yaml-cpp/yaml.h"
 
 #ifdef FAM_HAVE_OPENBLAS
@@ -81,10 +88,14 @@ std::unique_ptr<Optimizer> MakeOptimizer(const OptimizerConfig& o,
 }
 
 // Flattens a YAML document into "a.b.c" → scalar text, for logging config changes on resume.
-void Flatten(const YAML::Node& node, const std::string& prefix, std::map<std::string, std::string>* out) {
+void Flatten(const YAML::Node& node, const std::string& prefix,
+             std::map<std::string, std::string>* out) {
   if (node.IsMap()) {
     for (const auto& kv : node)
-      Flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+      Flatten(
+          kv.second,
+          prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(),
+          out);
   } else if (node.IsSequence()) {
     YAML::Emitter e;
     e << YAML::Flow << node;
@@ -115,17 +126,41 @@ class Trainer {
   explicit Trainer(const RunConfig& config) : config_(config) {}
 
   absl::StatusOr<TrainResult> Run();
+  // Ends every rank of a data-parallel job after an error this rank alone may have hit (returns
+  // when the job has one rank, or when the error is known to be the same on every rank).
+  void AbortIfDistributed(const absl::Status& status);
 
  private:
   absl::Status Setup();
+  absl::Status SetupCommunicator();
+  absl::Status SetupRun();
+  void ReportDistributed();
   absl::Status MaybeResume();
-  absl::Status SaveCheckpoint(bool final_save);
+  absl::Status SaveCheckpoint(bool final_save);                                     // collective
+  absl::Status WriteCheckpoint(io::NamedTensors optimizer_state, bool final_save);  // rank 0
   absl::StatusOr<double> Validate();
   // One optimizer step; returns false in *applied when it was skipped (non-finite loss/grads).
   absl::Status TrainStep(double* loss, double* grad_norm, bool* applied);
 
+  bool is_root() const { return rank_ == 0; }
+
   RunConfig config_;
   std::string run_dir_;
+  // Data parallelism (world_ == 1: comm_ is the local communicator and there is no reducer).
+  std::shared_ptr<dist::Communicator> comm_;
+  std::unique_ptr<dist::GradReducer> reducer_;
+  dist::Zero1Optimizer* zero_ = nullptr;  // optimizer_ when distributed.zero = zero1
+  int rank_ = 0, world_ = 1;
+  bool has_val_ = false;       // validation data on some rank
+  int stop_signal_ = 0;        // SIGTERM/SIGINT seen by some rank, agreed at each step
+  bool agreed_error_ = false;  // the failing status is the same on every rank
+  // Gradient communication per step (GradReducer stats), summed since the last log line and over
+  // the whole run.
+  struct CommTotals {
+    double comm_s = 0, wait_s = 0;
+    int steps = 0;
+  };
+  CommTotals interval_comm_, run_comm_;
   std::unique_ptr<FamModel> model_;
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<NamedParameter> params_;
@@ -138,31 +173,98 @@ class Trainer {
   int64_t step_ = 0;  // optimizer steps completed
   int64_t tokens_seen_ = 0;
   int consecutive_skips_ = 0;
-  double elapsed_before_ = 0;   // training seconds of earlier runs of this job (resume)
+  double elapsed_before_ = 0;       // training seconds of earlier runs of this job (resume)
   std::vector<Tensor> kept_state_;  // Random State Passing: per-layer [1, F, d], no gradient
   TrainResult result_;
 };
 
+absl::Status Trainer::SetupCommunicator() {
+  const DistributedConfig& d = config_.distributed;
+  if (d.zero == ZeroStage::kZero2 || d.zero == ZeroStage::kZero3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "distributed.zero: ", d.zero == ZeroStage::kZero2 ? "zero2" : "zero3",
+        " is not implemented yet (gradient and parameter sharding are a later issue); use none or "
+        "zero1"));
+  }
+  dist::CommOptions co;
+  co.backend = d.backend == DistBackend::kMpi    ? dist::Backend::kMpi
+               : d.backend == DistBackend::kNccl ? dist::Backend::kNccl
+                                                 : dist::Backend::kAuto;
+  co.device = config_.trainer.device == DeviceType::kCPU ? Device::CPU() : Device::CUDA(0);
+  co.timeout_s = d.timeout_s;
+  absl::StatusOr<std::shared_ptr<dist::Communicator>> comm = dist::CreateCommunicator(co);
+  if (!comm.ok()) return comm.status();
+  comm_ = *comm;
+  rank_ = comm_->rank();
+  world_ = comm_->world_size();
+  result_.rank = rank_;
+  result_.world_size = world_;
+  if (world_ > 1 && !is_root()) {
+    // Only rank 0 reports on stdout; errors still reach stderr from every rank.
+    std::cout.rdbuf(nullptr);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::Setup() {
+  if (absl::Status s = SetupCommunicator(); !s.ok()) return s;
+  // From here every rank has a communicator: set-up errors are agreed by all ranks, so that a rank
+  // that failed (say, on an unreadable shard) does not leave the others waiting.
+  absl::Status s = CatchToStatus([&] { ThrowIfError(SetupRun()); });
+  if (s.ok()) s = CatchToStatus([&] { ThrowIfError(MaybeResume()); });
+  s = dist::AgreeOnStatus(*comm_, s, "to set up the run");
+  if (!s.ok()) return s;
+  if (world_ > 1) {
+    // Same weights everywhere (initialised from the same seed, or loaded from the same checkpoint;
+    // the broadcast makes it independent of file systems and thread counts).
+    std::vector<Tensor> weights;
+    for (const NamedParameter& p : params_) weights.push_back(p.param);
+    dist::BroadcastTensors(*comm_, weights, 0);
+    has_val_ = dist::AllReduceInts(*comm_, {static_cast<int64_t>(val_batches_.size())})[0] > 0;
+    ReportDistributed();
+  } else {
+    has_val_ = !val_batches_.empty();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SetupRun() {
   const TrainerConfig& t = config_.trainer;
-  if (t.threads > 0) {
-    omp_set_num_threads(static_cast<int>(t.threads));
+  int threads = static_cast<int>(t.threads);
+  if (threads == 0 && world_ > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
+    // Ranks on one node share its cores unless told otherwise.
+    absl::StatusOr<dist::DistEnv> env = dist::DiscoverEnv();
+    const int local = env.ok() ? std::max(1, env->local_size) : 1;
+    threads = std::max(1, omp_get_num_procs() / local);
+  }
+  if (threads > 0) {
+    omp_set_num_threads(threads);
 #ifdef FAM_HAVE_OPENBLAS
-    openblas_set_num_threads(static_cast<int>(t.threads));
+    openblas_set_num_threads(threads);
 #endif
   }
   if (t.device != DeviceType::kCPU) {
     std::string why;
     if (!DeviceAvailable(Device::CUDA(0), &why))
-      return absl::FailedPreconditionError(absl::StrCat("trainer.device: cuda is unavailable: ", why));
+      return absl::FailedPreconditionError(
+          absl::StrCat("trainer.device: cuda is unavailable: ", why));
   }
   run_dir_ = (fs::path(config_.run_dir) / config_.name).string();
   std::error_code ec;
   fs::create_directories(fs::path(run_dir_) / "checkpoints", ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(run_dir_, ": cannot create run directory: ", ec.message()));
+  if (ec)
+    return absl::PermissionDeniedError(
+        absl::StrCat(run_dir_, ": cannot create run directory: ", ec.message()));
   result_.run_dir = run_dir_;
 
   // Data first: a bad shard should fail before any time is spent on the model.
+  if (t.global_batch % (world_ * t.micro_batch) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "trainer.global_batch %d is not a multiple of world size %d x trainer.micro_batch %d: with "
+        "%d ranks, each takes global_batch / %d sequences in micro-batches of micro_batch; pick a "
+        "global batch divisible by %d (or another -np)",
+        t.global_batch, world_, t.micro_batch, world_, world_, world_ * t.micro_batch));
+  }
   absl::StatusOr<std::vector<std::string>> train_shards = data::ExpandShardGlob(config_.data.train);
   if (!train_shards.ok()) return train_shards.status();
   data::LoaderOptions lo;
@@ -170,6 +272,8 @@ absl::Status Trainer::Setup() {
   lo.seq_len = t.seq_len;
   lo.global_batch = t.global_batch;
   lo.micro_batch = t.micro_batch;
+  lo.world_size = world_;
+  lo.rank = rank_;
   lo.seed = t.seed;
   lo.shuffle = config_.data.shuffle;
   lo.max_vocab_size = config_.model.vocab_size;
@@ -182,7 +286,7 @@ absl::Status Trainer::Setup() {
     data::LoaderOptions vo = lo;
     vo.shards = *val_shards;
     vo.shuffle = false;
-    vo.global_batch = t.micro_batch;
+    vo.global_batch = t.micro_batch * world_;
     absl::StatusOr<data::DataLoader> val = data::DataLoader::Open(vo);
     if (!val.ok()) return val.status();
     absl::StatusOr<std::vector<data::Batch>> batches = val->ValBatches(t.eval_batches);
@@ -193,7 +297,25 @@ absl::Status Trainer::Setup() {
   model_ = std::make_unique<FamModel>(config_.model);
   model_->InitializeWeights(t.seed);
   params_ = TrainableParameters(*model_, config_.optimizer);
-  optimizer_ = MakeOptimizer(config_.optimizer, params_);
+  const bool zero1 = config_.distributed.zero == ZeroStage::kZero1 && world_ > 1;
+  if (world_ > 1) {
+    dist::ReducerOptions ro;
+    ro.bucket_bytes =
+        std::max<int64_t>(1, static_cast<int64_t>(config_.distributed.bucket_mb * 1024.0 * 1024.0));
+    ro.shard = zero1;
+    reducer_ = std::make_unique<dist::GradReducer>(comm_, params_, ro);
+  }
+  if (zero1) {
+    const OptimizerConfig o = config_.optimizer;
+    auto zero = std::make_unique<dist::Zero1Optimizer>(
+        comm_, params_, reducer_->owners(),
+        [o](std::vector<NamedParameter> owned) { return MakeOptimizer(o, std::move(owned)); },
+        [this] { reducer_->GatherParameters(); });
+    zero_ = zero.get();
+    optimizer_ = std::move(zero);
+  } else {
+    optimizer_ = MakeOptimizer(config_.optimizer, params_);
+  }
 
   schedule_.type = config_.schedule.type;
   schedule_.lr = config_.optimizer.lr;
@@ -207,7 +329,39 @@ absl::Status Trainer::Setup() {
   co.keep_last = static_cast<int>(config_.checkpoint.keep_last);
   co.keep_every = config_.checkpoint.keep_every;
   checkpoints_ = std::make_unique<io::CheckpointManager>(co);
+  if (!is_root()) return absl::OkStatus();  // only rank 0 writes metrics
   return metrics_.Open((fs::path(run_dir_) / "metrics.jsonl").string());
+}
+
+void Trainer::ReportDistributed() {
+  auto bytes_of = [](const std::vector<std::pair<std::string, Tensor>>& tensors) {
+    int64_t n = 0;
+    for (const auto& [name, t] : tensors) n += static_cast<int64_t>(t.nbytes());
+    return n;
+  };
+  int64_t param_bytes = 0;
+  for (const NamedParameter& p : params_) param_bytes += static_cast<int64_t>(p.param.nbytes());
+  std::vector<int64_t> optimizer_bytes(world_, 0);
+  optimizer_bytes[rank_] = zero_ ? zero_->LocalStateBytes() : bytes_of(optimizer_->StateTensors());
+  optimizer_bytes = dist::AllReduceInts(*comm_, optimizer_bytes);
+  if (!is_root()) return;
+  int64_t total = 0;
+  std::string per_rank;
+  for (int r = 0; r < world_; ++r) {
+    total += optimizer_bytes[r];
+    absl::StrAppend(&per_rank, r == 0 ? "" : ", ", dist::FormatBytes(optimizer_bytes[r]));
+  }
+  absl::StatusOr<dist::DistEnv> env = dist::DiscoverEnv();
+  std::cout << absl::StrFormat(
+      "distributed: %d ranks (%s, launched by %s, %d threads each), %d gradient buckets of <= %g "
+      "MiB, zero: %s\n"
+      "memory per rank: parameters %s, gradients %s, communication buffers %s, optimizer state "
+      "%s (ranks 0..%d; %s unsharded)\n",
+      world_, comm_->backend_name(), env.ok() ? env->launcher : "?", omp_get_max_threads(),
+      reducer_->layout().buckets.size(), config_.distributed.bucket_mb, zero_ ? "zero1" : "none",
+      dist::FormatBytes(param_bytes), dist::FormatBytes(param_bytes),
+      dist::FormatBytes(reducer_->buffer_bytes()), per_rank, world_ - 1,
+      dist::FormatBytes(zero_ ? total : optimizer_bytes[0]));
 }
 
 absl::Status Trainer::MaybeResume() {
@@ -228,13 +382,17 @@ absl::Status Trainer::MaybeResume() {
   if (ckpt->config_hash != ConfigHash(config_))
     return absl::FailedPreconditionError(absl::StrCat(
         path, ": the model config changed since this checkpoint was written (model section hash ",
-        ckpt->config_hash, " vs ", ConfigHash(config_), "); start a new run name or restore the model config"));
+        ckpt->config_hash, " vs ", ConfigHash(config_),
+        "); start a new run name or restore the model config"));
   NoGradGuard no_grad;
   for (auto& [name, t] : model_->NamedParameters()) {
     auto it = ckpt->model.find(name);
-    if (it == ckpt->model.end()) return absl::DataLossError(absl::StrCat(path, ": model tensor ", name, " missing"));
+    if (it == ckpt->model.end())
+      return absl::DataLossError(absl::StrCat(path, ": model tensor ", name, " missing"));
     if (it->second.shape() != t.shape())
-      return absl::FailedPreconditionError(absl::StrCat(path, ": ", name, " has shape ", ShapeString(it->second.shape()), ", model expects ", ShapeString(t.shape())));
+      return absl::FailedPreconditionError(
+          absl::StrCat(path, ": ", name, " has shape ", ShapeString(it->second.shape()),
+                       ", model expects ", ShapeString(t.shape())));
     ops::CopyInPlace(t, it->second);
   }
   if (absl::Status s = optimizer_->LoadStateTensors(ckpt->optimizer); !s.ok()) return s;
@@ -248,7 +406,8 @@ absl::Status Trainer::MaybeResume() {
     ls.epoch = ts.at("loader").at("epoch").get<int64_t>();
     ls.samples_consumed = ts.at("loader").at("samples_consumed").get<int64_t>();
     if (absl::Status s = train_.Restore(ls); !s.ok()) return s;
-    if (ts.contains("first_val_loss")) result_.first_val_loss = ts.at("first_val_loss").get<double>();
+    if (ts.contains("first_val_loss"))
+      result_.first_val_loss = ts.at("first_val_loss").get<double>();
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(path, "/trainer_state.json: ", e.what()));
   }
@@ -258,58 +417,95 @@ absl::Status Trainer::MaybeResume() {
     if (it == ckpt->extra.end()) break;
     kept_state_.push_back(ops::Clone(it->second));
   }
+  if (!is_root()) return absl::OkStatus();  // rank 0 logs the resume
   // Log what changed in the config (allowed: LR, steps, logging ...; the model was checked above).
   std::string old_yaml;
-  if (absl::StatusOr<std::string> text = io::ReadFile((fs::path(run_dir_) / "config.yaml").string()); text.ok())
+  if (absl::StatusOr<std::string> text =
+          io::ReadFile((fs::path(run_dir_) / "config.yaml").string());
+      text.ok())
     old_yaml = *text;
   std::vector<std::string> changed = ChangedKeys(old_yaml, RunConfigToYaml(config_));
-  nlohmann::json event = {{"kind", "event"}, {"step", step_}, {"event", "resume"}, {"checkpoint", path},
+  nlohmann::json event = {{"kind", "event"},
+                          {"step", step_},
+                          {"event", "resume"},
+                          {"checkpoint", path},
                           {"config_changed", changed}};
   metrics_.Write(event);
   std::cout << "resumed from " << path << " at step " << step_;
+  if (ckpt->world_size != world_)
+    std::cout << " (saved with " << ckpt->world_size << " ranks, now " << world_ << ")";
   if (!changed.empty()) std::cout << " (config changed: " << nlohmann::json(changed).dump() << ")";
   std::cout << "\n";
   return absl::OkStatus();
 }
 
 absl::Status Trainer::SaveCheckpoint(bool final_save) {
+  // ZeRO-1: the optimizer state is gathered to rank 0 (a collective), which writes everything.
+  io::NamedTensors optimizer_state = zero_ ? zero_->GatherStateTensors(0) : io::NamedTensors();
+  absl::Status s;
+  if (is_root()) {
+    if (!zero_) optimizer_state = optimizer_->StateTensors();
+    s = WriteCheckpoint(std::move(optimizer_state), final_save);
+  }
+  if (world_ > 1) {
+    s = dist::AgreeOnStatus(*comm_, s, absl::StrCat("to save the checkpoint of step ", step_));
+    agreed_error_ = !s.ok();
+  }
+  if (!s.ok()) return s;
+  result_.last_checkpoint =
+      (fs::path(run_dir_) / "checkpoints" / io::CheckpointDirName(step_)).string();
+  metrics_.Write({{"kind", "event"},
+                  {"step", step_},
+                  {"event", "checkpoint"},
+                  {"path", result_.last_checkpoint}});
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::WriteCheckpoint(io::NamedTensors optimizer_state, bool final_save) {
   io::CheckpointData data;
   data.step = step_;
-  data.world_size = 1;
+  data.world_size = world_;
   data.config_hash = ConfigHash(config_);
   data.model = model_->NamedParameters();
-  data.optimizer = optimizer_->StateTensors();
+  data.optimizer = std::move(optimizer_state);
   for (size_t l = 0; l < kept_state_.size(); ++l)
     data.extra.emplace_back(absl::StrCat("fam_state.layers.", l), kept_state_[l]);
   data::LoaderState ls = train_.state();
-  data.trainer_state = {{"step", step_},
-                        {"tokens_seen", tokens_seen_},
-                        {"consecutive_skips", consecutive_skips_},
-                        {"elapsed_s", elapsed_before_},
-                        {"loader", {{"epoch", ls.epoch}, {"samples_consumed", ls.samples_consumed}}},
-                        {"seed", config_.trainer.seed},
-                        {"lr", LearningRate(schedule_, step_)}};
+  data.trainer_state = {
+      {"step", step_},
+      {"tokens_seen", tokens_seen_},
+      {"consecutive_skips", consecutive_skips_},
+      {"elapsed_s", elapsed_before_},
+      {"loader", {{"epoch", ls.epoch}, {"samples_consumed", ls.samples_consumed}}},
+      {"seed", config_.trainer.seed},
+      {"lr", LearningRate(schedule_, step_)}};
   if (result_.first_val_loss >= 0) data.trainer_state["first_val_loss"] = result_.first_val_loss;
-  absl::Status s = config_.checkpoint.async && !final_save ? checkpoints_->SaveAsync(std::move(data))
-                                                            : checkpoints_->Save(data);
+  absl::Status s = config_.checkpoint.async && !final_save
+                       ? checkpoints_->SaveAsync(std::move(data))
+                       : checkpoints_->Save(data);
   if (!s.ok()) return s;
   if (final_save) {
     if (absl::Status w = checkpoints_->Wait(); !w.ok()) return w;
   }
-  result_.last_checkpoint = (fs::path(run_dir_) / "checkpoints" / io::CheckpointDirName(step_)).string();
-  metrics_.Write({{"kind", "event"}, {"step", step_}, {"event", "checkpoint"}, {"path", result_.last_checkpoint}});
   return absl::OkStatus();
 }
 
 absl::StatusOr<double> Trainer::Validate() {
-  if (val_batches_.empty()) return -1.0;
+  if (!has_val_) return -1.0;
   NoGradGuard no_grad;
   double total = 0;
   for (const data::Batch& b : val_batches_) {
     ForwardResult out = model_->Forward(b.inputs);
     total += model_->Loss(out.logits, b.targets).item();
   }
-  return total / static_cast<double>(val_batches_.size());
+  double count = static_cast<double>(val_batches_.size());
+  if (world_ > 1) {
+    // Each rank evaluated its share of the validation batches.
+    std::vector<double> sums = dist::AllReduceDoubles(*comm_, {total, count});
+    total = sums[0];
+    count = sums[1];
+  }
+  return total / count;
 }
 
 absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* applied) {
@@ -320,12 +516,15 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
   if (!micro.ok()) return micro.status();
   optimizer_->ZeroGrad();
   const double accum = static_cast<double>(micro->size());
-  // Random State Passing: one draw per step decides whether every sequence starts from the kept state.
+  // Random State Passing: one draw per step decides whether every sequence starts from the kept
+  // state.
   const bool pass_state = is_fam && !kept_state_.empty() && tricks.state_passing_prob > 0 &&
                           UniformAt(t.seed, kStreamStatePassing, step_) < tricks.state_passing_prob;
   double loss_sum = 0;
   std::vector<Tensor> new_state;
-  int64_t sample = 0;
+  // Sequences are numbered across the global batch (rank r holds a contiguous block of them), so
+  // the random draws keyed by them do not depend on the world size.
+  int64_t sample = rank_ * (t.global_batch / world_);
   for (size_t m = 0; m < micro->size(); ++m) {
     const data::Batch& batch = (*micro)[m];
     ForwardOptions fo;
@@ -340,59 +539,99 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
       }
     }
     if (pass_state) fo.initial_state = kept_state_;
+    // Data parallel: the last micro-batch's backward reduces gradient buckets as they get ready.
+    if (reducer_ && m + 1 == micro->size()) reducer_->Arm();
     ForwardResult out = model_->Forward(batch.inputs, fo);
     Tensor loss = model_->Loss(out.logits, batch.targets);
     ops::Scale(loss, 1.0 / accum).backward();
     loss_sum += loss.item();
     if (m == 0 && is_fam) {
       new_state.clear();
-      for (const Tensor& s : out.final_state) new_state.push_back(ops::Clone(ops::Slice(s, 0, 0, 1).detach()));
+      for (const Tensor& s : out.final_state)
+        new_state.push_back(ops::Clone(ops::Slice(s, 0, 0, 1).detach()));
     }
-    tokens_seen_ += batch.inputs.numel();
+    tokens_seen_ += batch.inputs.numel() * world_;
   }
-  *loss_out = loss_sum / accum;
-  const bool finite = std::isfinite(*loss_out) && AllGradsFinite(params_);
+  double sum_squares = 0;
+  if (reducer_) {
+    reducer_->Finish();  // gradients averaged over ranks (ZeRO-1: only the owned ones kept)
+    const dist::ReducerStats& rs = reducer_->last_stats();
+    interval_comm_.comm_s += rs.comm_s;
+    interval_comm_.wait_s += rs.wait_s;
+    interval_comm_.steps += 1;
+    // ZeRO-1: each rank sums its own gradients; otherwise rank 0's copy (all are equal) is used.
+    if (zero_ || is_root()) sum_squares = GradSumSquares(params_);
+  } else {
+    sum_squares = GradSumSquares(params_);
+  }
+  // Loss, gradient norm and stop request, agreed by every rank in one reduction.
+  const int sig = g_stop_signal.load();
+  std::vector<double> agreed = {loss_sum, sum_squares, sig == SIGTERM ? 1.0 : 0.0,
+                                sig == SIGINT ? 1.0 : 0.0};
+  if (world_ > 1) agreed = dist::AllReduceDoubles(*comm_, agreed);
+  stop_signal_ = agreed[2] > 0 ? SIGTERM : agreed[3] > 0 ? SIGINT : 0;
+  *loss_out = agreed[0] / (accum * world_);
+  const double norm = std::sqrt(agreed[1]);
+  const bool finite = std::isfinite(*loss_out) && std::isfinite(norm);
   if (!finite) {
     *applied = false;
     *grad_norm = NAN;
     ++consecutive_skips_;
     optimizer_->ZeroGrad();
-    metrics_.Write({{"kind", "event"}, {"step", step_ + 1}, {"event", "skipped_step"},
-                    {"reason", "non-finite loss or gradient"}, {"loss", std::isfinite(*loss_out) ? *loss_out : -1.0},
+    metrics_.Write({{"kind", "event"},
+                    {"step", step_ + 1},
+                    {"event", "skipped_step"},
+                    {"reason", "non-finite loss or gradient"},
+                    {"loss", std::isfinite(*loss_out) ? *loss_out : -1.0},
                     {"consecutive", consecutive_skips_}});
-    std::cerr << "\nwarning: step " << step_ + 1 << " skipped: non-finite loss or gradient (" << consecutive_skips_
-              << " in a row)\n";
-    if (consecutive_skips_ >= t.max_consecutive_skips)
-      return absl::AbortedError(absl::StrCat("stopping: ", consecutive_skips_,
-                                             " consecutive steps with a non-finite loss or gradient (trainer.max_consecutive_skips = ",
-                                             t.max_consecutive_skips, "); lower optimizer.lr or check the data"));
+    if (is_root())
+      std::cerr << "\nwarning: step " << step_ + 1 << " skipped: non-finite loss or gradient ("
+                << consecutive_skips_ << " in a row)\n";
+    if (consecutive_skips_ >= t.max_consecutive_skips) {
+      agreed_error_ = true;  // every rank saw the same reduced loss and norm
+      return absl::AbortedError(absl::StrCat(
+          "stopping: ", consecutive_skips_,
+          " consecutive steps with a non-finite loss or gradient (trainer.max_consecutive_skips = ",
+          t.max_consecutive_skips, "); lower optimizer.lr or check the data"));
+    }
     ++step_;  // the data was consumed: the step counts, the weights stay
     return absl::OkStatus();
   }
   consecutive_skips_ = 0;
-  *grad_norm = ClipGradNorm(params_, config_.optimizer.grad_clip);
-  optimizer_->Step(LearningRate(schedule_, step_));
+  // Global-norm clipping (as ClipGradNorm, with the norm agreed above).
+  *grad_norm = norm;
+  const double max_norm = config_.optimizer.grad_clip;
+  if (max_norm > 0 && norm > max_norm) ScaleGrads(params_, max_norm / norm);
+  optimizer_->Step(LearningRate(schedule_, step_));  // ZeRO-1: owned update, then all-gather
   optimizer_->ZeroGrad();
-  if (is_fam) kept_state_ = new_state;
+  if (is_fam) {
+    // The kept state comes from the first sequence of the global batch: rank 0's.
+    if (world_ > 1) dist::BroadcastTensors(*comm_, new_state, 0);
+    kept_state_ = new_state;
+  }
   *applied = true;
   ++step_;
   return absl::OkStatus();
 }
 
 absl::StatusOr<TrainResult> Trainer::Run() {
-  if (absl::Status s = Setup(); !s.ok()) return s;
-  if (absl::Status s = MaybeResume(); !s.ok()) return s;
-  if (absl::Status s = io::WriteFileAtomic((fs::path(run_dir_) / "config.yaml").string(), RunConfigToYaml(config_)); !s.ok())
+  if (absl::Status s = Setup(); !s.ok()) return s;  // includes the resume
+  absl::Status written;
+  if (is_root())
+    written = io::WriteFileAtomic((fs::path(run_dir_) / "config.yaml").string(),
+                                  RunConfigToYaml(config_));
+  if (absl::Status s = dist::AgreeOnStatus(*comm_, written, "to write config.yaml"); !s.ok())
     return s;
   const TrainerConfig& t = config_.trainer;
-  std::cout << absl::StrFormat("run %s: %s, %d parameters, %d train windows of %d tokens, %d steps x %d sequences\n",
-                               run_dir_, AttentionTypeName(config_.model.attention.type), model_->ParameterCount(),
-                               train_.NumWindows(), t.seq_len, t.steps, t.global_batch);
+  std::cout << absl::StrFormat(
+      "run %s: %s, %d parameters, %d train windows of %d tokens, %d steps x %d sequences\n",
+      run_dir_, AttentionTypeName(config_.model.attention.type), model_->ParameterCount(),
+      train_.NumWindows(), t.seq_len, t.steps, t.global_batch);
   g_stop_signal.store(0);
   auto previous_term = std::signal(SIGTERM, OnStopSignal);
   auto previous_int = std::signal(SIGINT, OnStopSignal);
 
-  if (step_ == 0 && !val_batches_.empty()) {
+  if (step_ == 0 && has_val_) {
     absl::StatusOr<double> v = Validate();
     if (!v.ok()) return v.status();
     result_.first_val_loss = *v;
@@ -422,9 +661,26 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       const double tps = (tokens_seen_ - interval_tokens) / std::max(seconds, 1e-9);
       const double avg = interval_loss / interval_steps;
       const double lr = LearningRate(schedule_, step_ - 1);
-      metrics_.Write({{"kind", "train"}, {"step", step_}, {"loss", avg}, {"lr", lr}, {"grad_norm", grad_norm},
-                      {"tokens", tokens_seen_}, {"tokens_per_s", tps}, {"mfu", nullptr},
-                      {"elapsed_s", elapsed_before_ + clock.Seconds()}});
+      nlohmann::json line = {{"kind", "train"},
+                             {"step", step_},
+                             {"loss", avg},
+                             {"lr", lr},
+                             {"grad_norm", grad_norm},
+                             {"tokens", tokens_seen_},
+                             {"tokens_per_s", tps},
+                             {"mfu", nullptr},
+                             {"elapsed_s", elapsed_before_ + clock.Seconds()}};
+      if (interval_comm_.steps > 0) {
+        // Per step: seconds of gradient communication, and the part backward did not hide.
+        line["comm_s"] = interval_comm_.comm_s / interval_comm_.steps;
+        line["comm_wait_s"] = interval_comm_.wait_s / interval_comm_.steps;
+        line["world_size"] = world_;
+      }
+      run_comm_.comm_s += interval_comm_.comm_s;
+      run_comm_.wait_s += interval_comm_.wait_s;
+      run_comm_.steps += interval_comm_.steps;
+      interval_comm_ = CommTotals();
+      metrics_.Write(line);
       ProgressFields p;
       p.step = step_;
       p.total_steps = t.steps;
@@ -433,13 +689,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       p.grad_norm = grad_norm;
       p.tokens_per_s = tps;
       p.eta_s = seconds / interval_steps * static_cast<double>(t.steps - step_);
-      PrintProgress(p, last);
+      if (is_root()) PrintProgress(p, last);
       interval_clock.Reset();
       interval_tokens = tokens_seen_;
       interval_loss = 0;
       interval_steps = 0;
     }
-    if (!val_batches_.empty() && ((t.eval_interval > 0 && step_ % t.eval_interval == 0) || last)) {
+    if (has_val_ && ((t.eval_interval > 0 && step_ % t.eval_interval == 0) || last)) {
       absl::StatusOr<double> v = Validate();
       if (!v.ok()) {
         status = v.status();
@@ -447,13 +703,17 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       }
       result_.last_val_loss = *v;
       if (result_.first_val_loss < 0) result_.first_val_loss = *v;
-      metrics_.Write({{"kind", "eval"}, {"step", step_}, {"val_loss", *v}, {"val_ppl", std::exp(*v)}});
-      std::cout << absl::StrFormat("%sstep %d: val loss %.4f (ppl %.1f)\n", isatty(1) ? "\n" : "", step_, *v, std::exp(*v));
+      metrics_.Write(
+          {{"kind", "eval"}, {"step", step_}, {"val_loss", *v}, {"val_ppl", std::exp(*v)}});
+      std::cout << absl::StrFormat("%sstep %d: val loss %.4f (ppl %.1f)\n", isatty(1) ? "\n" : "",
+                                   step_, *v, std::exp(*v));
     }
-    const int sig = g_stop_signal.load();
+    // With several ranks, the signal seen by any rank at the end of this step (agreed in
+    // TrainStep).
+    const int sig = world_ > 1 ? stop_signal_ : g_stop_signal.load();
     if (sig != 0) {
-      std::cout << "\nreceived " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << ": saving a checkpoint at step "
-                << step_ << " and exiting\n";
+      std::cout << "\nreceived " << (sig == SIGTERM ? "SIGTERM" : "SIGINT")
+                << ": saving a checkpoint at step " << step_ << " and exiting\n";
       result_.interrupted = true;
       break;
     }
@@ -470,12 +730,27 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   std::signal(SIGINT, previous_int);
   if (!status.ok()) {
     checkpoints_->Wait().IgnoreError();
+    AbortIfDistributed(status);
     return status;  // the last saved checkpoint stays as it was
   }
   elapsed_before_ += clock.Seconds();
   if (absl::Status s = SaveCheckpoint(true); !s.ok()) return s;
   result_.final_step = step_;
+  if (run_comm_.steps > 0) {
+    const double comm = run_comm_.comm_s / run_comm_.steps,
+                 wait = run_comm_.wait_s / run_comm_.steps;
+    std::cout << absl::StrFormat(
+        "distributed: %d ranks, gradient communication %.2f ms/step, of which %.2f ms/step not "
+        "hidden behind backward (%.0f%% overlapped)\n",
+        world_, 1e3 * comm, 1e3 * wait, comm > 0 ? 100.0 * std::max(0.0, 1.0 - wait / comm) : 0.0);
+  }
   return result_;
+}
+
+void Trainer::AbortIfDistributed(const absl::Status& status) {
+  if (world_ <= 1 || agreed_error_ || status.ok()) return;
+  comm_->Abort(absl::StrCat("training failed, stopping every rank: ", status.message()),
+               cli::ExitCode(status));
 }
 
 }  // namespace
@@ -484,7 +759,10 @@ absl::StatusOr<TrainResult> RunTraining(const RunConfig& config) {
   Trainer trainer(config);
   absl::StatusOr<TrainResult> result;
   absl::Status s = CatchToStatus([&] { result = trainer.Run(); });
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    trainer.AbortIfDistributed(s);  // an exception on this rank alone: end the whole job
+    return s;
+  }
   return result;
 }
 

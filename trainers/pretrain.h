@@ -1,6 +1,17 @@
 // The training loop shared by pretraining and fine-tuning (`fam train`): data → forward (with the
 // FAM training tricks) → loss → backward → gradient checks and clipping → optimizer step, with
-// metrics, periodic validation, checkpoints (atomic, verified, bit-exact resume) and signal handling.
+// metrics, periodic validation, checkpoints (atomic, verified, bit-exact resume) and signal
+// handling.
+//
+// Data parallel (docs/distributed.md): under mpirun/srun every rank runs this loop on its own slice
+// of each global batch; gradients are reduced in buckets during the last micro-batch's backward
+// (framework/dist/grad_reducer.h), optionally with ZeRO-1 optimizer-state sharding
+// (distributed.zero: zero1). Loss, gradient norm, non-finite checks, the stop signal and the
+// kept FAM state are agreed by all ranks each step, so every rank takes the same decisions. Only
+// rank 0 writes metrics, config.yaml and checkpoints (the optimizer state gathered, unsharded), and
+// prints: std::cout is silenced on the other ranks for the rest of the process. A run resumes
+// with any world size that divides the global batch. An error on one rank during training ends
+// the whole job (MPI_Abort) with a message naming the rank.
 #pragma once
 
 #include "absl/status/status.h"
@@ -13,7 +24,8 @@ struct TrainResult {
   double first_val_loss = -1, last_val_loss = -1;  // < 0: no validation ran
   double last_train_loss = 0;
   std::string run_dir, last_checkpoint;
-  bool interrupted = false;  // stopped by SIGTERM/SIGINT after saving a checkpoint
+  bool interrupted = false;      // stopped by SIGTERM/SIGINT after saving a checkpoint
+  int rank = 0, world_size = 1;  // this process in a data-parallel job
 };
 
 absl::StatusOr<TrainResult> RunTraining(const RunConfig& config);

@@ -231,7 +231,8 @@ bool ValidPresetName(const std::string& name) {
 }
 
 // The preset file `name`.yaml: in $FAM_CONFIG_DIR (or its models/), then in configs/models of the
-// folder of `origin` and of each folder above it, then in ./configs/models. Empty when not found.
+// folder of `origin` and of each folder above it, then in ./configs/models, then in the configs/models
+// of the source tree the binary was built from. Empty when not found.
 std::string FindPresetFile(const std::string& name, const std::string& origin,
                            std::vector<std::string>* searched) {
   std::vector<fs::path> dirs;
@@ -247,6 +248,10 @@ std::string FindPresetFile(const std::string& name, const std::string& origin,
     dir = dir.parent_path();
   }
   dirs.push_back(fs::path("configs") / "models");
+#ifdef FAM_SOURCE_CONFIG_DIR
+  // The presets of the source tree this binary was built from (a run from any directory finds them).
+  dirs.push_back(fs::path(FAM_SOURCE_CONFIG_DIR) / "models");
+#endif
   for (const fs::path& candidate_dir : dirs) {
     const fs::path file = candidate_dir / (name + ".yaml");
     if (fs::is_regular_file(file, ec)) {

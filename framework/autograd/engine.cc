@@ -26,6 +26,7 @@ std::vector<Tensor> AccumulateGrad::Backward(const Tensor& grad_output) {
   } else {
     ops::AddInPlace(Tensor(leaf->grad), g);
   }
+  if (leaf->grad_ready_hook) leaf->grad_ready_hook();
   return {};
 }
 

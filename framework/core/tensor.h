@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,10 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;            // accumulated gradient of a leaf
   std::shared_ptr<Node> grad_accumulator;      // created lazily for leaves that require grad
   std::string name;                            // optional, for error messages and parameters
+  // Called by AccumulateGrad once per backward pass, after this leaf's gradient for that pass has
+  // been fully accumulated into `grad` (all contributions summed). Data parallelism uses it to
+  // start reducing a gradient bucket while backward goes on (framework/dist/grad_reducer.h).
+  std::function<void()> grad_ready_hook;
 };
 
 class Tensor {

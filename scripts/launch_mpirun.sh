@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Data-parallel launch of `fam` with OpenMPI's mpirun: one rank per GPU (or, for CPU training,
+# a few ranks per node sharing its cores), on this machine or on the hosts of a hostfile.
+#
+#   scripts/launch_mpirun.sh [options] [--] <fam arguments>
+#     -H, --hostfile FILE     OpenMPI hostfile ("node1 slots=8" per line); default: this machine
+#     -g, --gpus-per-node N   ranks per node (default: visible GPUs, see nvidia-smi; 2 on a CPU box)
+#     -n, --np N              total ranks (default: nodes x gpus-per-node)
+#     -t, --threads N         CPU threads per rank (default: cores / ranks per node)
+#         --fam PATH          the fam binary (default: build/fam)
+#         --dry-run           print the mpirun command instead of running it
+#   examples:
+#     scripts/launch_mpirun.sh -- train --config configs/experiments/kjv_tiny_fam.yaml
+#     scripts/launch_mpirun.sh -H hosts.txt -g 8 -- train --config my.yaml --set distributed.zero=zero1
+#
+# Every rank gets OMP_NUM_THREADS and the NCCL_*, FAM_*, CUDA_VISIBLE_DEVICES variables of this
+# shell (docs/distributed.md lists the NCCL knobs that matter). Extra mpirun arguments: set
+# FAM_MPIRUN_ARGS. Running as root (containers) needs OMPI_ALLOW_RUN_AS_ROOT*, which this sets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HOSTFILE=""
+PER_NODE=""
+NP=""
+THREADS=""
+FAM=build/fam
+DRY_RUN=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -H|--hostfile) HOSTFILE=$2; shift 2 ;;
+    -g|--gpus-per-node) PER_NODE=$2; shift 2 ;;
+    -n|--np) NP=$2; shift 2 ;;
+    -t|--threads) THREADS=$2; shift 2 ;;
+    --fam) FAM=$2; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    *) break ;;
+  esac
+done
+if [ $# -eq 0 ]; then
+  echo "usage: $0 [options] -- <fam arguments> (see --help)" >&2
+  exit 2
+fi
+
+GPUS=0
+if command -v nvidia-smi > /dev/null 2>&1; then
+  GPUS=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
+fi
+if [ -z "$PER_NODE" ]; then
+  PER_NODE=$(( GPUS > 0 ? GPUS : 2 ))
+fi
+NODES=1
+if [ -n "$HOSTFILE" ]; then
+  NODES=$(grep -cvE '^\s*(#|$)' "$HOSTFILE")
+fi
+NP=${NP:-$(( NODES * PER_NODE ))}
+CORES=$(nproc)
+if [ -z "$THREADS" ]; then
+  THREADS=$(( CORES / PER_NODE > 0 ? CORES / PER_NODE : 1 ))
+fi
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMP_NUM_THREADS=$THREADS
+
+ARGS=(-np "$NP" --map-by "ppr:${PER_NODE}:node" --bind-to none)
+[ -n "$HOSTFILE" ] && ARGS+=(--hostfile "$HOSTFILE")
+# More ranks than slots (e.g. CPU ranks on a small machine): allow it instead of failing.
+[ -z "$HOSTFILE" ] && ARGS+=(--oversubscribe)
+ARGS+=(-x OMP_NUM_THREADS)
+for var in $(compgen -e); do
+  case "$var" in
+    NCCL_*|FAM_*|CUDA_VISIBLE_DEVICES|LD_LIBRARY_PATH) ARGS+=(-x "$var") ;;
+  esac
+done
+# shellcheck disable=SC2206
+EXTRA=(${FAM_MPIRUN_ARGS:-})
+
+CMD=(mpirun "${ARGS[@]}" "${EXTRA[@]}" "$FAM" "$@")
+echo "launch: $NP ranks ($PER_NODE per node on $NODES node(s), $THREADS threads each)" >&2
+if [ "$DRY_RUN" = 1 ]; then
+  printf '%q ' "${CMD[@]}"
+  echo
+  exit 0
+fi
+exec "${CMD[@]}"

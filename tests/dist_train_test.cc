@@ -1,0 +1,238 @@
+// Data-parallel training end to end: `mpirun -np 2 fam train` against `fam train` in one process on
+// the same global batch (plain all-reduce and ZeRO-1, AdamW and Adafactor), resume with another
+// world size, and the refusals (global batch not divisible by the world, zero2). Skipped when
+// mpirun is not installed. ctest passes FAM_MPIRUN; OMPI_ALLOW_RUN_AS_ROOT* are set here too.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "framework/data/token_shard.h"
+#include "framework/io/checkpoint.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace fam {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunOutput {
+  int exit_code = -1;
+  std::string output;
+};
+
+// mpirun from FAM_MPIRUN or the PATH; empty when there is none.
+std::string FindMpirun() {
+  const char* configured = std::getenv("FAM_MPIRUN");
+  if (configured != nullptr && ::access(configured, X_OK) == 0) return configured;
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    const std::string candidate = dir + "/mpirun";
+    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+std::string FamBinary() {
+  const char* dir = std::getenv("FAM_BINARY_DIR");
+  return std::string(dir ? dir : "build") + "/fam";
+}
+
+RunOutput RunCommand(const std::string& command) {
+  RunOutput r;
+  FILE* pipe = popen(("timeout 300 " + command + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+class DistTrainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mpirun_ = FindMpirun();
+    if (mpirun_.empty()) GTEST_SKIP() << "mpirun not found: distributed training tests skipped";
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+    ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+    dir_ = fs::temp_directory_path() /
+           ("fam_dist_train_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    std::vector<int32_t> tokens;
+    uint32_t x = 12345;
+    for (int i = 0; i < 6000; ++i) {
+      x = x * 1103515245u + 12345u;
+      const int sentence = (x >> 16) % 4;
+      for (int j = 0; j < 7; ++j) tokens.push_back(4 + sentence * 8 + j);
+      tokens.push_back(2);
+    }
+    ASSERT_TRUE(data::WriteTokenShard((dir_ / "train-00000.bin").string(), tokens, 64).ok());
+    std::vector<int32_t> val(tokens.begin(), tokens.begin() + 2000);
+    ASSERT_TRUE(data::WriteTokenShard((dir_ / "val-00000.bin").string(), val, 64).ok());
+    // FAM with both training tricks, gradient accumulation (4 micro-batches in one process, 2 per
+    // rank with two ranks) and tiny buckets (many of them).
+    std::ofstream(dir_ / "exp.yaml") << "run_dir: " << (dir_ / "runs").string() << R"(
+model:
+  vocab_size: 64
+  d_model: 32
+  n_layers: 2
+  n_heads: 4
+  n_kv_heads: 2
+  head_dim: 8
+  ffn_dim: 64
+  tie_embeddings: true
+  attention: {type: fam, block_size: 8, memory_segments: 1, fam_length: 2}
+  training: {random_position_offset: true, state_passing_prob: 0.8}
+data: {train: )" << (dir_ / "train-*.bin").string()
+                                     << ", val: " << (dir_ / "val-*.bin").string() << R"(}
+optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
+schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
+trainer: {steps: 12, global_batch: 8, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
+          eval_interval: 6, eval_batches: 4, threads: 1}
+distributed: {bucket_mb: 0.002, timeout_s: 120}
+checkpoint: {interval: 0, keep_last: 2}
+)";
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  // `fam train` as `ranks` processes (0: without mpirun) with --set overrides.
+  RunOutput Train(int ranks, const std::string& name, const std::vector<std::string>& sets = {}) {
+    std::string command;
+    if (ranks > 0) {
+      command = mpirun_ + " -np " + std::to_string(ranks) + " --oversubscribe --bind-to none ";
+    }
+    command +=
+        FamBinary() + " train --config " + (dir_ / "exp.yaml").string() + " --set name=" + name;
+    for (const std::string& s : sets) command += " --set " + s;
+    return RunCommand(command);
+  }
+
+  std::vector<nlohmann::json> Lines(const std::string& name, const std::string& kind) {
+    std::ifstream in(dir_ / "runs" / name / "metrics.jsonl");
+    std::vector<nlohmann::json> out;
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j["kind"] == kind) out.push_back(j);
+    }
+    return out;
+  }
+
+  io::LoadedCheckpoint Final(const std::string& name) {
+    io::CheckpointOptions o;
+    o.dir = (dir_ / "runs" / name / "checkpoints").string();
+    io::CheckpointManager m(o);
+    absl::StatusOr<std::string> latest = m.LatestValid();
+    EXPECT_TRUE(latest.ok()) << latest.status();
+    absl::StatusOr<io::LoadedCheckpoint> c = io::LoadCheckpoint(*latest);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+  }
+
+  // Same losses to ~1e-6 relative, step by step, for the train and eval lines.
+  void ExpectSameLosses(const std::string& a, const std::string& b, double rtol = 1e-6) {
+    for (auto [kind, key] : {std::pair{"train", "loss"}, std::pair{"eval", "val_loss"}}) {
+      std::vector<nlohmann::json> la = Lines(a, kind), lb = Lines(b, kind);
+      ASSERT_EQ(la.size(), lb.size()) << kind;
+      ASSERT_FALSE(la.empty()) << kind;
+      for (size_t i = 0; i < la.size(); ++i) {
+        ASSERT_EQ(la[i]["step"], lb[i]["step"]);
+        const double x = la[i][key].get<double>(), y = lb[i][key].get<double>();
+        EXPECT_LE(std::abs(x - y), rtol * std::abs(x)) << kind << " step " << la[i]["step"];
+      }
+    }
+  }
+
+  // Checkpoint tensors agree to atol + rtol·|x| element by element.
+  static void ExpectClose(const std::map<std::string, Tensor>& a,
+                          const std::map<std::string, Tensor>& b, double atol, double rtol) {
+    ASSERT_EQ(a.size(), b.size());
+    for (const auto& [name, t] : a) {
+      ASSERT_TRUE(b.count(name)) << name;
+      const std::vector<double> x = t.ToDoubles(), y = b.at(name).ToDoubles();
+      ASSERT_EQ(x.size(), y.size()) << name;
+      double worst = 0;
+      for (size_t i = 0; i < x.size(); ++i)
+        worst = std::max(worst, std::abs(x[i] - y[i]) - rtol * std::abs(x[i]));
+      EXPECT_LE(worst, atol) << name;
+    }
+  }
+
+  std::string mpirun_;
+  fs::path dir_;
+};
+
+TEST_F(DistTrainTest, TwoRanksMatchOneProcessOnTheSameGlobalBatch) {
+  struct Case {
+    std::string name, optimizer, zero;
+  };
+  for (const Case& c : {Case{"adamw", "adamw", "none"}, Case{"adamw_zero1", "adamw", "zero1"},
+                        Case{"adafactor_zero1", "adafactor", "zero1"}}) {
+    SCOPED_TRACE(c.name);
+    const std::string single = "one_" + c.optimizer;
+    if (!fs::exists(dir_ / "runs" / single)) {
+      RunOutput one = Train(0, single, {"optimizer.type=" + c.optimizer});
+      ASSERT_EQ(one.exit_code, 0) << one.output;
+    }
+    RunOutput two =
+        Train(2, c.name, {"optimizer.type=" + c.optimizer, "distributed.zero=" + c.zero});
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+    EXPECT_NE(two.output.find("distributed: 2 ranks (mpi"), std::string::npos) << two.output;
+    EXPECT_NE(two.output.find("memory per rank"), std::string::npos) << two.output;
+    ExpectSameLosses(single, c.name);
+    io::LoadedCheckpoint a = Final(single), b = Final(c.name);
+    EXPECT_EQ(b.world_size, 2);
+    EXPECT_EQ(b.step, 12);
+    ExpectClose(a.model, b.model, 1e-5, 1e-5);
+    ExpectClose(a.optimizer, b.optimizer, 1e-6, 1e-4);  // gathered from the shards under zero1
+    ExpectClose(a.extra, b.extra, 1e-5, 1e-5);          // the kept FAM state (rank 0's sequence)
+    EXPECT_EQ(a.trainer_state["tokens_seen"], b.trainer_state["tokens_seen"]);
+    EXPECT_EQ(a.trainer_state["loader"], b.trainer_state["loader"]);
+  }
+}
+
+TEST_F(DistTrainTest, ResumeWithAnotherWorldSizeContinuesTheSameRun) {
+  RunOutput straight = Train(0, "straight");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  // Saved with 2 ranks at step 6, resumed in one process.
+  RunOutput first = Train(2, "two_then_one", {"trainer.steps=6"});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  RunOutput second = Train(0, "two_then_one");
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("saved with 2 ranks, now 1"), std::string::npos) << second.output;
+  ExpectSameLosses("straight", "two_then_one");
+  // Saved in one process, resumed with 2 ranks and ZeRO-1 (the optimizer state is resharded).
+  RunOutput third = Train(0, "one_then_two", {"trainer.steps=6"});
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  RunOutput fourth = Train(2, "one_then_two", {"distributed.zero=zero1"});
+  ASSERT_EQ(fourth.exit_code, 0) << fourth.output;
+  EXPECT_NE(fourth.output.find("saved with 1 ranks, now 2"), std::string::npos) << fourth.output;
+  ExpectSameLosses("straight", "one_then_two");
+  ExpectClose(Final("straight").model, Final("one_then_two").model, 1e-5, 1e-5);
+}
+
+TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatchAndZero2) {
+  RunOutput three = Train(3, "three");
+  EXPECT_EQ(three.exit_code, 2) << three.output;
+  EXPECT_NE(three.output.find("trainer.global_batch 8 is not a multiple of world size 3"),
+            std::string::npos)
+      << three.output;
+  EXPECT_FALSE(fs::exists(dir_ / "runs" / "three" / "metrics.jsonl"));
+  RunOutput zero2 = Train(2, "zero2", {"distributed.zero=zero2"});
+  EXPECT_EQ(zero2.exit_code, 2) << zero2.output;
+  EXPECT_NE(zero2.output.find("zero2 is not implemented yet"), std::string::npos) << zero2.output;
+}
+
+}  // namespace
+}  // namespace fam

@@ -1,0 +1,45 @@
+// `fam eval`: validation perplexity and PassKey retrieval of a checkpoint (or of safetensors
+// weights), written as report JSON (FORMATS.md), markdown and PNG plots. See trainers/evaluate.h.
+#include <iostream>
+
+#include "trainers/commands.h"
+#include "trainers/evaluate.h"
+
+namespace fam {
+
+Command EvalCommand() {
+  Command c;
+  c.name = "eval";
+  c.synopsis =
+      "--checkpoint <runs/NAME/checkpoints/step-N> [--config configs/eval/SUITE.yaml] "
+      "[--out report.json]\n       fam eval --model <model.yaml> --weights <file.safetensors> "
+      "--tokenizer <tok.model> --val <shards> --out report.json";
+  c.summary = "validation perplexity + PassKey retrieval; report JSON, markdown and plots";
+  c.flags = {
+      {"checkpoint", "checkpoint directory (or a run directory: its newest valid checkpoint)"},
+      {"run-config", "run config (default: config.yaml two levels above the checkpoint)"},
+      {"model", "model YAML, with --weights instead of --checkpoint"},
+      {"weights", "safetensors weights (FORMATS.md names), with --model"},
+      {"tokenizer", "SentencePiece model for PassKey (default: the run's data.tokenizer)"},
+      {"val", "validation shards, path or glob (default: the run's data.val)"},
+      {"config", "eval suite YAML (configs/eval/); default: the built-in default suite"},
+      {"out", "report JSON (default: <run>/eval/<checkpoint>.json); .md and plots next to it"},
+      {"no-plots", "do not write PNG plots", /*is_bool=*/true}};
+  c.run = [](const cli::Args& args) -> absl::Status {
+    eval::EvalRequest request;
+    request.source.checkpoint = args.Get("checkpoint");
+    request.source.run_config = args.Get("run-config");
+    request.source.model = args.Get("model");
+    request.source.weights = args.Get("weights");
+    request.source.tokenizer = args.Get("tokenizer");
+    request.source.val = args.Get("val");
+    request.suite = args.Get("config");
+    request.out = args.Get("out");
+    request.plots = !args.GetBool("no-plots");
+    absl::StatusOr<eval::EvalReport> report = eval::RunEval(request, std::cout);
+    return report.status();
+  };
+  return c;
+}
+
+}  // namespace fam
