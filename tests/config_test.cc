@@ -139,6 +139,18 @@ trainer:
   eval_batches: 2
   max_consecutive_skips: 3
   recompute: true
+lora:
+  rank: 8
+  alpha: 32
+  dropout: 0.05
+  targets: [q_proj, "mlp.*", layers.1.self_attn.o_proj]
+  train_fam: false
+  seed: 7
+finetune:
+  base_weights: base/model.safetensors
+  adapters: start/adapters.safetensors
+  loss_weights: {instruction: 0.25, answer: 2, repeat: 0}
+  repeat_tokens: 0
 checkpoint: {interval: 0, keep_last: 1, keep_every: 500, async: true, resume: never}
 eval: {passkey_lengths: [1024, 4096], passkey_trials: 3, val_batches: 7, max_new_tokens: 6}
 distributed: {backend: nccl, bucket_mb: 12.5, zero: zero2, timeout_s: 30}
@@ -195,6 +207,19 @@ distributed: {backend: nccl, bucket_mb: 12.5, zero: zero2, timeout_s: 30}
   EXPECT_EQ(c.trainer.eval_batches, 2);
   EXPECT_EQ(c.trainer.max_consecutive_skips, 3);
   EXPECT_TRUE(c.trainer.recompute);
+  EXPECT_EQ(c.lora.rank, 8);
+  EXPECT_EQ(c.lora.alpha, 32.0);
+  EXPECT_DOUBLE_EQ(c.lora.dropout, 0.05);
+  EXPECT_EQ(c.lora.targets,
+            (std::vector<std::string>{"q_proj", "mlp.*", "layers.1.self_attn.o_proj"}));
+  EXPECT_FALSE(c.lora.train_fam);
+  EXPECT_EQ(c.lora.seed, 7u);
+  EXPECT_EQ(c.finetune.base_weights, "base/model.safetensors");
+  EXPECT_EQ(c.finetune.adapters, "start/adapters.safetensors");
+  EXPECT_EQ(c.finetune.loss_weights.instruction, 0.25);
+  EXPECT_EQ(c.finetune.loss_weights.answer, 2.0);
+  EXPECT_EQ(c.finetune.loss_weights.repeat, 0.0);
+  EXPECT_EQ(c.finetune.repeat_tokens, 0);
   EXPECT_EQ(c.checkpoint.interval, 0);
   EXPECT_EQ(c.checkpoint.keep_last, 1);
   EXPECT_EQ(c.checkpoint.keep_every, 500);
@@ -401,6 +426,89 @@ TEST_F(ConfigTest, ReferenceConfigListsEveryKeyWithItsDefault) {
     EXPECT_NE(explain.find(key), std::string::npos) << key;
   EXPECT_NE(explain.find("model.preset"), std::string::npos);
   EXPECT_NE(explain.find("one of full|bswa|fam"), std::string::npos);
+}
+
+TEST_F(ConfigTest, LoraAndFinetuneSectionsRoundTripAndOverride) {
+  RunConfig c = Load("ft.yaml",
+                     "trainer: {type: finetune}\n"
+                     "finetune: {base_weights: 'runs/base', adapters: a.safetensors}\n"
+                     "lora: {targets: ['layers.1.*', q_proj], rank: 4}\n",
+                     {"lora.alpha=8", "finetune.loss_weights.repeat=0.5"});
+  EXPECT_EQ(c.trainer.type, TrainerType::kFinetune);
+  EXPECT_EQ(c.lora.targets, (std::vector<std::string>{"layers.1.*", "q_proj"}));
+  EXPECT_EQ(c.lora.rank, 4);
+  EXPECT_EQ(c.lora.alpha, 8.0);
+  EXPECT_EQ(c.finetune.loss_weights.repeat, 0.5);
+  EXPECT_EQ(c.finetune.loss_weights.answer, 1.0);  // default
+  const std::string text = RunConfigToYaml(c);
+  absl::StatusOr<RunConfig> again = ParseRunConfig(text, "again.yaml");
+  ASSERT_TRUE(again.ok()) << again.status() << "\n" << text;
+  EXPECT_EQ(RunConfigToYaml(*again), text);
+  EXPECT_EQ(again->lora.targets, c.lora.targets);
+  EXPECT_EQ(again->finetune.base_weights, "runs/base");
+  // A list override replaces the whole list; defaults are the paper's.
+  RunConfig d = Load("d.yaml", "", {"lora.targets=[v_proj, down_proj]"});
+  EXPECT_EQ(d.lora.targets, (std::vector<std::string>{"v_proj", "down_proj"}));
+  const RunConfig defaults;
+  EXPECT_EQ(defaults.lora.rank, 64);
+  EXPECT_EQ(defaults.lora.alpha, 64.0);
+  EXPECT_EQ(defaults.lora.dropout, 0.0);
+  EXPECT_EQ(defaults.lora.targets, (std::vector<std::string>{"attention", "mlp"}));
+  EXPECT_TRUE(defaults.lora.train_fam);
+  EXPECT_EQ(defaults.lora.seed, 0u);
+  EXPECT_EQ(defaults.finetune.loss_weights.instruction, 0.0);
+  EXPECT_EQ(defaults.finetune.loss_weights.answer, 1.0);
+  EXPECT_EQ(defaults.finetune.loss_weights.repeat, 0.1);
+  EXPECT_EQ(defaults.finetune.repeat_tokens, 256);
+  const std::string explain = ExplainConfig();
+  EXPECT_NE(explain.find("lora.targets"), std::string::npos);
+  EXPECT_NE(explain.find("list of strings"), std::string::npos);
+  EXPECT_NE(explain.find("finetune.loss_weights.repeat"), std::string::npos);
+}
+
+TEST_F(ConfigTest, FinetunePresetsFollowThePaperRecipe) {
+  const fs::path experiments = SourceDir() / "configs" / "experiments";
+  struct Row {
+    const char* name;
+    double lr;
+    int64_t d_model;
+  };
+  for (const Row& row : {Row{"finetune_1b", 1e-4, 1536}, Row{"finetune_8b", 3e-3, 4096},
+                         Row{"finetune_24b", 3e-3, 4096}}) {
+    SCOPED_TRACE(row.name);
+    absl::StatusOr<RunConfig> c =
+        LoadRunConfig((experiments / (std::string(row.name) + ".yaml")).string());
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c->model.d_model, row.d_model);
+    EXPECT_EQ(c->trainer.type, TrainerType::kFinetune);
+    EXPECT_EQ(c->trainer.seq_len, 8704);  // 8.5k = 8.5 blocks of 1024
+    EXPECT_EQ(c->trainer.global_batch, 128);
+    EXPECT_EQ(c->trainer.steps, 50000);
+    EXPECT_EQ(c->optimizer.type, OptimizerType::kAdafactor);
+    EXPECT_EQ(c->optimizer.beta1, 0.9);
+    EXPECT_EQ(c->optimizer.beta2, 0.99);
+    EXPECT_EQ(c->optimizer.lr, row.lr);
+    EXPECT_EQ(c->schedule.type, ScheduleType::kConstant);
+    EXPECT_EQ(c->schedule.warmup_steps, 0);
+    EXPECT_EQ(c->lora.rank, 64);
+    EXPECT_EQ(c->lora.targets, (std::vector<std::string>{"attention", "mlp"}));
+    EXPECT_TRUE(c->lora.train_fam);
+    EXPECT_EQ(c->finetune.loss_weights.instruction, 0.0);
+    EXPECT_EQ(c->finetune.loss_weights.answer, 1.0);
+    EXPECT_EQ(c->finetune.loss_weights.repeat, 0.1);
+    EXPECT_EQ(c->finetune.repeat_tokens, 256);
+    EXPECT_FALSE(c->finetune.base_weights.empty());
+  }
+  absl::StatusOr<RunConfig> tiny =
+      LoadRunConfig((experiments / "finetune_tiny_passkey.yaml").string());
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_EQ(tiny->trainer.type, TrainerType::kFinetune);
+  EXPECT_EQ(tiny->model.d_model, 128);
+  EXPECT_EQ(tiny->optimizer.type, OptimizerType::kAdafactor);
+  // Examples up to ~1.7k tokens fit a window; fillers start beyond the BSWA receptive field.
+  const ModelConfig& m = tiny->model;
+  EXPECT_GT(600, m.n_layers * (m.attention.memory_segments + 1) * m.attention.block_size);
+  EXPECT_GE(tiny->trainer.seq_len, 2048);
 }
 
 TEST_F(ConfigTest, ConfigHashCoversTheArchitectureOnly) {
@@ -640,6 +748,60 @@ TEST_F(ConfigTest, BadConfigsNameFileLineColumnAndKey) {
       {"model:\n  preset: [tiny]\n", {}, ":2:11", "model.preset", "expected a preset name"},
       {"model:\n  d_model: [1, 2\ntrainer: {}\n", {}, ":3:8", "",
        "YAML syntax error: end of sequence flow not found"},
+      {"lora:\n  rank: 0\n", {}, ":2:9", "lora.rank", "expected an integer >= 1, got 0"},
+      {"lora:\n  alpha: 0\n", {}, ":2:10", "lora.alpha", "expected a number > 0, got 0"},
+      {"lora:\n  dropout: 1\n",
+       {},
+       ":2:12",
+       "lora.dropout",
+       "expected a number in [0, 1), got 1"},
+      {"lora:\n  targets: attention\n",
+       {},
+       ":2:12",
+       "lora.targets",
+       "expected a list of strings like [a, b], got \"attention\""},
+      {"lora:\n  targets: []\n",
+       {},
+       ":2:12",
+       "lora.targets",
+       "expected at least one target, e.g. [attention, mlp]"},
+      {"lora:\n  targets: [attention, [mlp]]\n",
+       {},
+       ":2:24",
+       "lora.targets[1]",
+       "expected a string, got a sequence"},
+      {"lora:\n  rnak: 4\n", {}, ":2:3", "lora.rnak", "unknown key (did you mean \"rank\"?)"},
+      {"lora:\n  seed: -1\n", {}, ":2:9", "lora.seed", "expected an integer >= 0, got -1"},
+      {"finetune:\n  loss_weights:\n    answer: -1\n",
+       {},
+       ":3:13",
+       "finetune.loss_weights.answer",
+       "expected a number >= 0, got -1"},
+      {"finetune:\n  repeat_tokens: -5\n",
+       {},
+       ":2:18",
+       "finetune.repeat_tokens",
+       "expected an integer >= 0, got -5"},
+      {"finetune:\n  base_weigths: a.safetensors\n",
+       {},
+       ":2:3",
+       "finetune.base_weigths",
+       "unknown key (did you mean \"base_weights\"?)"},
+      {"finetune:\n  base_weights: [a, b]\n",
+       {},
+       ":2:17",
+       "finetune.base_weights",
+       "expected a string, got a sequence"},
+      {"trainer:\n  type: finetune\nfinetune:\n  adapters: a.safetensors\n",
+       {},
+       ":3:1",
+       "finetune.base_weights",
+       "required when trainer.type is finetune"},
+      {"trainer:\n  type: finetune\n",
+       {},
+       ":2:9",
+       "trainer.type",
+       "finetune needs finetune.base_weights: required when trainer.type is finetune"},
       // Overrides: the source is --set.
       {"trainer:\n  steps: 3\n",
        {"trainer.stepz=3"},

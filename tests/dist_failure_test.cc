@@ -43,6 +43,9 @@ std::string ReadAll(const fs::path& path) {
 class DistFailureTest : public ::testing::Test {
  protected:
   void SetUp() override {
+#ifndef FAM_HAVE_MPI
+    GTEST_SKIP() << "famtrain was built without MPI";
+#endif
     mpirun_ = FindMpirun();
     if (mpirun_.empty()) GTEST_SKIP() << "mpirun not found: distributed failure tests skipped";
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);

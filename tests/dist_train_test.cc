@@ -58,6 +58,9 @@ RunOutput RunCommand(const std::string& command) {
 class DistTrainTest : public ::testing::Test {
  protected:
   void SetUp() override {
+#ifndef FAM_HAVE_MPI
+    GTEST_SKIP() << "famtrain was built without MPI";
+#endif
     mpirun_ = FindMpirun();
     if (mpirun_.empty()) GTEST_SKIP() << "mpirun not found: distributed training tests skipped";
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);

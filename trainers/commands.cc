@@ -8,7 +8,7 @@
 
 namespace fam {
 
-std::vector<Command> AllCommands() { return {PrepareDataCommand(), TrainCommand(), EvalCommand(), GenerateCommand(), InfoCommand(), ForwardCommand(), ImportCommand(), ExportCommand(), ConfigCommand()}; }
+std::vector<Command> AllCommands() { return {PrepareDataCommand(), PrepareInstructionsCommand(), TrainCommand(), EvalCommand(), GenerateCommand(), InfoCommand(), ForwardCommand(), ImportCommand(), ExportCommand(), ConfigCommand(), SweepCommand(), NightlyCommand()}; }
 
 absl::StatusOr<std::vector<int64_t>> ReadTokenIds(const std::string& path) {
   std::ifstream in(path);

@@ -24,10 +24,13 @@ Command ForwardCommand();
 Command ConfigCommand();
 Command TrainCommand();
 Command PrepareDataCommand();
+Command PrepareInstructionsCommand();
 Command EvalCommand();
 Command GenerateCommand();
 Command ImportCommand();
 Command ExportCommand();
+Command SweepCommand();
+Command NightlyCommand();
 std::vector<Command> AllCommands();
 
 // Reads whitespace-separated token ids; errors name the bad token and its index.

@@ -154,6 +154,51 @@ void VisitTrainer(YamlReader& r, TrainerConfig* t) {
   }
 }
 
+void VisitLora(YamlReader& r, LoraConfig* l) {
+  r.Get("rank", &l->rank, 1, "adapter rank r (paper: 64)");
+  r.Get("alpha", &l->alpha, Positive(), "adapter scale alpha; the update is (alpha / rank)·B·A");
+  r.Get("dropout", &l->dropout, InHalfOpen(0, 1), "dropout on the adapters' input while training");
+  r.Get("targets", &l->targets,
+        "projections that get adapters: groups attention (q/k/v/o_proj), mlp (gate/up/down_proj), "
+        "all, or globs on names like model.layers.3.mlp.up_proj / q_proj");
+  r.Get("train_fam", &l->train_fam, "also train the FAM prompt model.fam.embeddings (FAM models)");
+  int64_t seed = static_cast<int64_t>(l->seed);
+  r.Get("seed", &seed, 0, "seed of the adapters' initial A matrices");
+  l->seed = static_cast<uint64_t>(seed);
+  if (r.reading() && r.ok() && l->targets.empty()) {
+    r.Fail("targets", "expected at least one target, e.g. [attention, mlp]");
+  }
+  if (r.reading() && r.ok()) {
+    for (size_t i = 0; i < l->targets.size(); ++i) {
+      if (l->targets[i].empty()) {
+        r.Fail("targets", absl::StrCat("target ", i, " is empty"));
+        break;
+      }
+    }
+  }
+}
+
+void VisitFinetune(YamlReader& r, FinetuneConfig* f) {
+  r.Get("base_weights", &f->base_weights,
+        "base model: a safetensors file (FORMATS.md names) or a checkpoint directory (or a "
+        "checkpoints/run directory: its newest valid checkpoint); required for finetune");
+  r.Get("adapters", &f->adapters,
+        "adapter safetensors to start from (same lora settings); empty: fresh adapters");
+  r.Section(
+      "loss_weights",
+      [&](YamlReader& w) {
+        w.Get("instruction", &f->loss_weights.instruction, AtLeast(0),
+              "loss weight of instruction tokens");
+        w.Get("answer", &f->loss_weights.answer, AtLeast(0), "loss weight of answer tokens");
+        w.Get("repeat", &f->loss_weights.repeat, AtLeast(0),
+              "loss weight of the \"[repeat random segment]:\" copy");
+      },
+      "per-token loss weights by segment role (override those recorded in the data)");
+  r.Get("repeat_tokens", &f->repeat_tokens, 0,
+        "tokens of the random span repeated after each example (prepare-instructions --config); "
+        "0 = none");
+}
+
 void VisitCheckpoint(YamlReader& r, CheckpointConfig* c) {
   r.Get("interval", &c->interval, 0, "steps between checkpoints; 0 = only the final one");
   r.Get("keep_last", &c->keep_last, 1, "newest checkpoints kept");
@@ -206,6 +251,27 @@ void VisitRunConfig(YamlReader& r, RunConfig* c) {
       "schedule", [&](YamlReader& s) { VisitSchedule(s, &c->schedule); }, "learning-rate schedule");
   r.Section(
       "trainer", [&](YamlReader& s) { VisitTrainer(s, &c->trainer); }, "training loop");
+  r.Section(
+      "lora", [&](YamlReader& s) { VisitLora(s, &c->lora); },
+      "LoRA adapters of fine-tuning (trainer.type: finetune; FAM_SPEC.md §7)");
+  r.Section(
+      "finetune",
+      [&](YamlReader& s) {
+        VisitFinetune(s, &c->finetune);
+        if (!s.reading() || !s.ok() || c->trainer.type != TrainerType::kFinetune ||
+            !c->finetune.base_weights.empty()) {
+          return;
+        }
+        const std::string why =
+            "required when trainer.type is finetune (a base safetensors file or checkpoint "
+            "directory)";
+        if (s.node() != nullptr) {
+          s.Fail("base_weights", why);  // at the finetune section
+        } else {
+          r.Fail("trainer.type", "finetune needs finetune.base_weights: " + why);
+        }
+      },
+      "fine-tuning inputs and instruction loss weights (trainer.type: finetune)");
   r.Section(
       "checkpoint", [&](YamlReader& s) { VisitCheckpoint(s, &c->checkpoint); },
       "checkpoints and resuming");

@@ -14,6 +14,7 @@
 #include "framework/core/device.h"
 #include "framework/core/dtype.h"
 #include "framework/optim/schedule.h"  // ScheduleType
+#include "models/fam/lora.h"  // LoraConfig: the `lora:` section
 #include "models/fam/model_config.h"
 
 namespace fam {
@@ -72,6 +73,25 @@ struct TrainerConfig {
   bool recompute = false;             // activation recomputation in backward
 };
 
+// Per-token loss weights of instruction data by segment role (FAM_SPEC.md §7). Token shards
+// prepared by `fam prepare-instructions` store each token's role; when trainer.type is finetune the
+// loader weighs the roles with these values (they win over the ones recorded in data.json).
+struct LossWeightsConfig {
+  double instruction = 0.0;  // instruction / prompt segments
+  double answer = 1.0;       // answer / response segments
+  double repeat = 0.1;       // the "[repeat random segment]:" copy appended to each example
+};
+
+// LoRA fine-tuning of a pretrained base (trainer.type: finetune; the adapters follow `lora:`).
+struct FinetuneConfig {
+  std::string base_weights;  // base safetensors file, or a checkpoint / checkpoints / run dir
+  std::string adapters;      // optional adapter safetensors to start from ("" = fresh adapters)
+  LossWeightsConfig loss_weights;
+  // Tokens of the random span copied after each example by `fam prepare-instructions --config`
+  // (0 = no repeat segment).
+  int64_t repeat_tokens = 256;
+};
+
 struct CheckpointConfig {
   int64_t interval = 1000;  // steps; 0 = only the final checkpoint
   int64_t keep_last = 2;
@@ -105,6 +125,8 @@ struct RunConfig {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   TrainerConfig trainer;
+  LoraConfig lora;          // used when trainer.type is finetune
+  FinetuneConfig finetune;  // used when trainer.type is finetune
   CheckpointConfig checkpoint;
   EvalConfig eval;
   DistributedConfig distributed;

@@ -3,6 +3,7 @@
 #include <glob.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,10 @@ absl::StatusOr<DataLoader> DataLoader::Open(const LoaderOptions& options) {
     loader.total_tokens_ += shard->size();
     loader.shards_.push_back(*std::move(shard));
   }
+  if (o.use_weights) {
+    absl::Status status = loader.OpenWeights();
+    if (!status.ok()) return status;
+  }
   loader.num_windows_ = loader.total_tokens_ > 0 ? (loader.total_tokens_ - 1) / o.seq_len : 0;
   if (loader.num_windows_ == 0) {
     return absl::InvalidArgumentError(
@@ -89,6 +94,39 @@ absl::StatusOr<DataLoader> DataLoader::Open(const LoaderOptions& options) {
                      " + 1 (first: ", o.shards.front(), ")"));
   }
   return loader;
+}
+
+absl::Status DataLoader::OpenWeights() {
+  std::vector<std::string> paths;
+  std::string with, without;  // a shard with a weight shard, one without
+  for (const TokenShard& shard : shards_) {
+    std::error_code ec;
+    paths.push_back(WeightShardPath(shard.path()));
+    (std::filesystem::exists(paths.back(), ec) ? with : without) = shard.path();
+  }
+  if (with.empty()) return absl::OkStatus();
+  if (!without.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data loader: shard ", with, " has loss weights (", WeightShardPath(with), ") but ",
+        without, " has none (", WeightShardPath(without),
+        " missing); mix instruction data and plain text only as separate runs"));
+  }
+  for (size_t s = 0; s < shards_.size(); ++s) {
+    absl::StatusOr<WeightShard> weights =
+        WeightShard::Open(paths[s], options_.verify_checksums);
+    if (!weights.ok()) return weights.status();
+    if (weights->size() != shards_[s].size() ||
+        weights->token_checksum() != shards_[s].checksum()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "data loader: weight shard ", paths[s], " (", weights->size(), " tokens, token checksum ",
+          absl::Hex(weights->token_checksum()), ") does not belong to token shard ",
+          shards_[s].path(), " (", shards_[s].size(), " tokens, checksum ",
+          absl::Hex(shards_[s].checksum()), ")"));
+    }
+    weight_tables_.push_back(weights->Weights(options_.role_weights));
+    weight_shards_.push_back(*std::move(weights));
+  }
+  return absl::OkStatus();
 }
 
 std::vector<int64_t> DataLoader::EpochOrder(int64_t epoch) const {
@@ -157,6 +195,21 @@ void DataLoader::ReadStream(int64_t begin, int64_t count, int64_t* out) const {
   }
 }
 
+void DataLoader::ReadStreamWeights(int64_t begin, int64_t count, float* out) const {
+  auto it = std::upper_bound(shard_starts_.begin(), shard_starts_.end(), begin);
+  size_t s = static_cast<size_t>(it - shard_starts_.begin()) - 1;
+  while (count > 0) {
+    FAM_ASSERT(s < weight_shards_.size());
+    const int64_t local = begin - shard_starts_[s];
+    const int64_t n = std::min(count, weight_shards_[s].size() - local);
+    if (n > 0) weight_shards_[s].Read(local, n, weight_tables_[s], out);
+    out += n;
+    begin += n;
+    count -= n;
+    ++s;
+  }
+}
+
 absl::StatusOr<Batch> DataLoader::ReadWindows(const std::vector<int64_t>& window_ids) const {
   const int64_t rows = static_cast<int64_t>(window_ids.size());
   const int64_t len = options_.seq_len;
@@ -165,6 +218,11 @@ absl::StatusOr<Batch> DataLoader::ReadWindows(const std::vector<int64_t>& window
   batch.targets = Tensor::Empty({rows, len}, DType::kI64);
   int64_t* inputs = batch.inputs.data<int64_t>();
   int64_t* targets = batch.targets.data<int64_t>();
+  float* weights = nullptr;
+  if (has_weights()) {
+    batch.weights = Tensor::Empty({rows, len}, DType::kF32);
+    weights = batch.weights.data<float>();
+  }
   std::vector<int64_t> window(static_cast<size_t>(len + 1));
   absl::Status status = CatchToStatus([&] {
     for (int64_t r = 0; r < rows; ++r) {
@@ -174,6 +232,7 @@ absl::StatusOr<Batch> DataLoader::ReadWindows(const std::vector<int64_t>& window
       ReadStream(w * len, len + 1, window.data());
       std::copy(window.begin(), window.end() - 1, inputs + r * len);
       std::copy(window.begin() + 1, window.end(), targets + r * len);
+      if (weights != nullptr) ReadStreamWeights(w * len + 1, len, weights + r * len);
     }
   });
   if (!status.ok()) return status;

@@ -20,9 +20,15 @@
 //
 // State: {epoch, samples_consumed} — position in the current epoch's order, counted in windows and
 // the same on every rank. state() after a step, passed to Restore(), continues identically.
+//
+// Loss weights: when every shard has a weight shard next to it (weight_shard.h; written by
+// `fam prepare-instructions`), batches also carry per-token loss weights aligned with the targets
+// (the weight of target token t is the weight of that token in the stream). Either all shards have
+// one or none (a mix is an error naming a shard without one).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +36,7 @@
 #include "absl/status/statusor.h"
 #include "framework/core/tensor.h"
 #include "framework/data/token_shard.h"
+#include "framework/data/weight_shard.h"
 
 namespace fam::data {
 
@@ -51,6 +58,10 @@ struct LoaderOptions {
   bool shuffle = true;
   bool verify_checksums = true;  // checksum every shard on open
   int64_t max_vocab_size = 0;    // > 0: shards whose header vocab exceeds it are rejected
+  bool use_weights = true;       // read weight shards when they exist (false: ignore them)
+  // Weights of the role classes (instruction, answer, repeat) replacing those in the weight
+  // shards; unset keeps the shards' own (finetune.loss_weights sets it).
+  std::optional<RoleWeights> role_weights;
 };
 
 struct LoaderState {
@@ -58,10 +69,13 @@ struct LoaderState {
   int64_t samples_consumed = 0;  // windows consumed in this epoch (global, rank-independent)
 };
 
-// One micro batch: inputs and targets, both kI64 [micro_batch, seq_len] on the CPU.
+// One micro batch: inputs and targets, both kI64 [micro_batch, seq_len] on the CPU, and the
+// targets' loss weights, kF32 [micro_batch, seq_len], when the shards have weight shards
+// (undefined otherwise).
 struct Batch {
   Tensor inputs;
   Tensor targets;
+  Tensor weights;
 };
 
 class DataLoader {
@@ -75,6 +89,7 @@ class DataLoader {
   int64_t NumWindows() const { return num_windows_; }
   int64_t NumTokens() const { return total_tokens_; }
   int64_t vocab_size() const { return vocab_size_; }
+  bool has_weights() const { return !weight_shards_.empty(); }
   int64_t steps_per_epoch() const { return num_windows_ / options_.global_batch; }
   int64_t accumulation_steps() const {
     return options_.global_batch / (options_.world_size * options_.micro_batch);
@@ -107,13 +122,19 @@ class DataLoader {
   absl::StatusOr<std::vector<Batch>> ValBatches(int64_t max_batches) const;
 
  private:
+  // Opens the weight shards next to the token shards, when there are any.
+  absl::Status OpenWeights();
   // Copies stream tokens [begin, begin + count) into out (crossing shards), checking ids.
   void ReadStream(int64_t begin, int64_t count, int64_t* out) const;
+  // The same for the loss weights (has_weights() only).
+  void ReadStreamWeights(int64_t begin, int64_t count, float* out) const;
   void EnsureOrder(int64_t epoch) const;
 
   LoaderOptions options_;
   std::vector<TokenShard> shards_;
   std::vector<int64_t> shard_starts_;  // stream offset of each shard's first token
+  std::vector<WeightShard> weight_shards_;   // one per shard, or none
+  std::vector<ClassWeights> weight_tables_;  // class → weight of each weight shard
   int64_t total_tokens_ = 0;
   int64_t num_windows_ = 0;
   int64_t vocab_size_ = 0;

@@ -719,6 +719,39 @@ void YamlReader::Get(std::string_view key, std::vector<int64_t>* value, Bounds b
   *value = std::move(parsed);
 }
 
+void YamlReader::Get(std::string_view key, std::vector<std::string>* value, std::string_view doc) {
+  if (writing()) {
+    ConfigNode list;
+    list.kind = ConfigNode::Kind::kSequence;
+    for (const std::string& v : *value) list.children.push_back(ConfigNode::Scalar(v));
+    return Put(key, std::move(list));
+  }
+  if (explaining()) {
+    return Explain(key, "list of strings", absl::StrCat("[", absl::StrJoin(*value, ", "), "]"),
+                   doc);
+  }
+  const ConfigNode* node = Lookup(key);
+  if (node == nullptr) return;
+  if (node->is_null()) {
+    value->clear();
+    return;
+  }
+  if (node->kind != ConfigNode::Kind::kSequence) {
+    return FailAt(*node, PathOf(key),
+                  "expected a list of strings like [a, b], got " + node->Describe());
+  }
+  std::vector<std::string> parsed;
+  for (size_t i = 0; i < node->children.size(); ++i) {
+    const ConfigNode& item = node->children[i];
+    if (!item.is_scalar()) {
+      return FailAt(item, absl::StrCat(PathOf(key), "[", i, "]"),
+                    "expected a string, got " + item.Describe());
+    }
+    parsed.push_back(item.scalar);
+  }
+  *value = std::move(parsed);
+}
+
 int YamlReader::GetChoice(std::string_view key, int current, const std::vector<std::string>& names,
                           std::string_view doc) {
   const std::string current_name = current >= 0 ? names[current] : "?";

@@ -132,6 +132,8 @@ class YamlReader {
   // A sequence of integers, each within bounds; an empty value is an empty list.
   void Get(std::string_view key, std::vector<int64_t>* value, Bounds bounds,
            std::string_view doc = "");
+  // A sequence of strings (any scalars); an empty value is an empty list.
+  void Get(std::string_view key, std::vector<std::string>* value, std::string_view doc = "");
   // One of the named values; an unknown name is an error listing the allowed ones.
   template <typename E>
   void GetEnum(std::string_view key, E* value, const std::vector<std::pair<std::string, E>>& names,

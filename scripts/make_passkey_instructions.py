@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Synthetic PassKey instruction data (FAM_SPEC.md §8) for `fam prepare-instructions`.
+
+Each JSONL line is one example in the segments form of framework/data/instructions.h:
+  instruction segments: the intro, filler repetitions with the key sentence at a random depth, and
+  the question "What is the pass key? The pass key is"; answer segment: "<key>." (loss weight 1 by
+  default; instructions 0). The texts are those `fam eval` uses (trainers/evaluate.cc), one segment
+  per part, so the prompt is tokenized as the evaluation tokenizes it.
+
+Filler lengths are drawn uniformly in [--min-tokens, --max-tokens] and converted to filler
+repetitions with --tokens-per-unit (tokens of one filler sentence group; 27 for the KJV tokenizer
+of scripts/run.sh, vocabulary 2048). Pick lengths beyond the model's BSWA receptive field
+(layers x (memory_segments + 1) x block_size: 512 tokens for the tiny preset) so that the key can
+only be recalled through the feedback memory.
+
+  python3 scripts/make_passkey_instructions.py --out data/passkey/passkey.jsonl --examples 2000
+
+Standard library only; deterministic for a given --seed.
+"""
+
+import argparse
+import json
+import random
+import sys
+
+INTRO = ("There is a pass key hidden inside a lot of irrelevant text. Find it and remember it. "
+         "I will ask you for the pass key at the end.")
+FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
+          "There and back again.")
+QUESTION = "What is the pass key? The pass key is"
+
+
+def key_sentence(key):
+    return f"The pass key is {key}. Remember it. {key} is the pass key."
+
+
+def make_example(rng, min_tokens, max_tokens, tokens_per_unit):
+    """One example: (segments, key, filler units)."""
+    target = rng.randint(min_tokens, max_tokens)
+    units = max(1, round(target / tokens_per_unit))
+    before = rng.randint(0, units)
+    key = rng.randint(10000, 99999)
+    segments = [{"text": INTRO, "role": "instruction"}]
+    segments += [{"text": FILLER, "role": "instruction"} for _ in range(before)]
+    segments.append({"text": key_sentence(key), "role": "instruction"})
+    segments += [{"text": FILLER, "role": "instruction"} for _ in range(units - before)]
+    segments.append({"text": QUESTION, "role": "instruction"})
+    segments.append({"text": f"{key}.", "role": "answer"})
+    return segments, key, units
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output JSONL file ('-' for stdout)")
+    parser.add_argument("--examples", type=int, default=2000, help="number of examples")
+    parser.add_argument("--min-tokens", type=int, default=600, help="shortest filler, in tokens")
+    parser.add_argument("--max-tokens", type=int, default=1600, help="longest filler, in tokens")
+    parser.add_argument("--tokens-per-unit", type=float, default=27.0,
+                        help="tokens of one filler repetition with your tokenizer")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    args = parser.parse_args(argv)
+    if args.examples < 1 or args.min_tokens < 1 or args.max_tokens < args.min_tokens:
+        parser.error("need --examples >= 1 and 1 <= --min-tokens <= --max-tokens")
+    if args.tokens_per_unit <= 0:
+        parser.error("--tokens-per-unit must be > 0")
+    rng = random.Random(args.seed)
+    out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
+    try:
+        for _ in range(args.examples):
+            segments, _, _ = make_example(rng, args.min_tokens, args.max_tokens,
+                                          args.tokens_per_unit)
+            out.write(json.dumps({"segments": segments}, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
