@@ -8,7 +8,7 @@ Each JSONL line is one example in the segments form of framework/data/instructio
   per part, so the prompt is tokenized as the evaluation tokenizes it.
 
 Filler lengths are drawn uniformly in [--min-tokens, --max-tokens] and converted to filler
-repetitions with --tokens-per-unit (tokens of one filler sentence group; 27 for the KJV tokenizer
+repetitions with --tokens-per-unit (tokens of one filler sentence group; 31 for the KJV tokenizer
 of scripts/run.sh, vocabulary 2048). Pick lengths beyond the model's BSWA receptive field
 (layers x (memory_segments + 1) x block_size: 512 tokens for the tiny preset) so that the key can
 only be recalled through the feedback memory.
@@ -55,7 +55,7 @@ def main(argv):
     parser.add_argument("--examples", type=int, default=2000, help="number of examples")
     parser.add_argument("--min-tokens", type=int, default=600, help="shortest filler, in tokens")
     parser.add_argument("--max-tokens", type=int, default=1600, help="longest filler, in tokens")
-    parser.add_argument("--tokens-per-unit", type=float, default=27.0,
+    parser.add_argument("--tokens-per-unit", type=float, default=31.0,
                         help="tokens of one filler repetition with your tokenizer")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     args = parser.parse_args(argv)

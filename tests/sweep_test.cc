@@ -636,5 +636,48 @@ axes:
   EXPECT_NE(Slurp(files->markdown).find("![summary.val.png](summary.val.png)"), std::string::npos);
 }
 
+// The shipped ablations expand into valid tiny, short cells (CPU minutes).
+TEST(ShippedSweeps, ExpandIntoSmallValidCells) {
+  fs::path source;
+  if (const char* env = std::getenv("FAM_SOURCE_DIR"); env != nullptr && *env != '\0') {
+    source = env;
+  } else {
+    for (fs::path dir = fs::current_path(); dir != dir.parent_path(); dir = dir.parent_path())
+      if (fs::exists(dir / "configs" / "experiments")) {
+        source = dir;
+        break;
+      }
+  }
+  if (source.empty()) GTEST_SKIP() << "source tree not found (set FAM_SOURCE_DIR)";
+  struct Want {
+    const char* file;
+    std::vector<std::string> names;
+  };
+  for (const Want& want :
+       {Want{"ablation_fam_length", {"F0", "F8", "F32", "F64"}},
+        Want{"ablation_block_size",
+             {"bswa-B32", "bswa-B64", "bswa-B128", "fam-B32", "fam-B64", "fam-B128"}}}) {
+    SCOPED_TRACE(want.file);
+    absl::StatusOr<SweepConfig> s = LoadSweepConfig(
+        (source / "configs" / "experiments" / (std::string(want.file) + ".yaml")).string());
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->name, want.file);
+    EXPECT_EQ(SweepDir(*s), "runs/" + std::string(want.file));
+    absl::StatusOr<std::vector<SweepCell>> cells = ExpandSweep(*s);
+    ASSERT_TRUE(cells.ok()) << cells.status();
+    ASSERT_EQ(cells->size(), want.names.size());
+    for (size_t i = 0; i < cells->size(); ++i) {
+      EXPECT_EQ((*cells)[i].name, want.names[i]);
+      absl::StatusOr<RunConfig> run = CellRunConfig(*s, (*cells)[i]);
+      ASSERT_TRUE(run.ok()) << run.status();
+      EXPECT_EQ(run->model.d_model, 128);  // the tiny preset
+      EXPECT_EQ(run->trainer.seq_len, 512);
+      EXPECT_GE(run->trainer.steps, 60);
+      EXPECT_LE(run->trainer.steps, 150);
+      EXPECT_FALSE(run->eval.passkey_lengths.empty());
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fam::sweep

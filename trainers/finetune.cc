@@ -82,9 +82,8 @@ absl::Status CopyBase(FamModel& model, const std::map<std::string, Tensor>& tens
     if (!unexpected.empty()) {
       parts.push_back(absl::StrCat("unexpected: ", absl::StrJoin(unexpected, ", ")));
     }
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": base weights do not match the model config (",
-                     absl::StrJoin(parts, "; "), ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": base weights do not match the model config (", absl::StrJoin(parts, "; "), ")"));
   }
   absl::Status status = CatchToStatus([&] {
     NoGradGuard no_grad;
@@ -107,8 +106,8 @@ absl::StatusOr<std::map<std::string, std::string>> LoraMetaFromJson(const nlohma
   std::map<std::string, std::string> meta;
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (!it.value().is_string()) {
-      return absl::DataLossError(absl::StrCat(source, ": trainer_state.json lora.", it.key(),
-                                              " is not a string"));
+      return absl::DataLossError(
+          absl::StrCat(source, ": trainer_state.json lora.", it.key(), " is not a string"));
     }
     meta[it.key()] = it.value().get<std::string>();
   }
@@ -132,8 +131,9 @@ absl::StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
   absl::StatusOr<std::string> latest = manager.LatestValid();
   if (!latest.ok()) {
     return absl::NotFoundError(absl::StrCat(
-        path, ": no manifest.json and no valid checkpoint below it (expected a checkpoint, a "
-              "checkpoints directory or a run directory)"));
+        path,
+        ": no manifest.json and no valid checkpoint below it (expected a checkpoint, a "
+        "checkpoints directory or a run directory)"));
   }
   return *latest;
 }
@@ -152,8 +152,9 @@ absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
     if (!checkpoint.ok()) return checkpoint.status();
     if (checkpoint->trainer_state.is_object() && checkpoint->trainer_state.contains("lora")) {
       return absl::InvalidArgumentError(absl::StrCat(
-          *dir, ": an adapter-only (LoRA) checkpoint holds no base weights; merge it first "
-                "(`fam export --merge`) and use the merged safetensors as finetune.base_weights"));
+          *dir,
+          ": an adapter-only (LoRA) checkpoint holds no base weights; merge it first "
+          "(`fam export --merge`) and use the merged safetensors as finetune.base_weights"));
     }
     Note(notes, absl::StrCat("base weights: checkpoint ", *dir, " (step ", checkpoint->step, ")"));
     return CopyBase(model, checkpoint->model, *dir, notes);
@@ -194,8 +195,7 @@ absl::StatusOr<std::unique_ptr<FamModel>> BuildModelForRun(const RunConfig& conf
                            config.lora.train_fam && model->FindParameter(kFamPrompt).defined()
                                ? " + the FAM prompt"
                                : "",
-                           ": ", trainable, " of ", model->ParameterCount(),
-                           " parameters train"));
+                           ": ", trainable, " of ", model->ParameterCount(), " parameters train"));
   if (!config.finetune.adapters.empty()) {
     status = LoadLoraAdapters(*model, config.finetune.adapters);
     if (!status.ok()) return status;

@@ -1,6 +1,6 @@
-// Fine-tuning setup for the training loop (`fam train`, trainers/pretrain.cc): the model a run trains
-// (fresh weights for pretraining; base weights + LoRA adapters for trainer.type finetune), the
-// parameters the optimizer holds, the loader's loss-weight settings, and the model part of
+// Fine-tuning setup for the training loop (`fam train`, trainers/pretrain.cc): the model a run
+// trains (fresh weights for pretraining; base weights + LoRA adapters for trainer.type finetune),
+// the parameters the optimizer holds, the loader's loss-weight settings, and the model part of
 // checkpoints — every parameter, or adapter-only with the base's fingerprint.
 //
 // The loop's calls (in order):
@@ -76,15 +76,16 @@ std::optional<data::RoleWeights> LoaderRoleWeights(const RunConfig& config);
 nlohmann::json CheckpointLoraState(const FamModel& model, const RunConfig& config);
 
 // Sets data->model (every parameter when lora_state is null; otherwise the trainable ones only)
-// and adds trainer_state["lora"] = lora_state (adapter-only). Call after data->trainer_state is set.
+// and adds trainer_state["lora"] = lora_state (adapter-only). Call after data->trainer_state is
+// set.
 void FillModelCheckpoint(const FamModel& model, const nlohmann::json& lora_state,
                          io::CheckpointData* data);
 
 // Restores the model part of a checkpoint into a model from BuildModelForRun. Adapter-only: checks
 // the base fingerprint (FailedPrecondition naming the checkpoint, the recorded base and this one),
-// the adapter settings, and copies the trainable tensors. Full: copies every parameter (DataLoss for
-// a missing tensor, FailedPrecondition for a changed shape). A LoRA run refuses a full checkpoint
-// and the other way round (FailedPrecondition).
+// the adapter settings, and copies the trainable tensors. Full: copies every parameter (DataLoss
+// for a missing tensor, FailedPrecondition for a changed shape). A LoRA run refuses a full
+// checkpoint and the other way round (FailedPrecondition).
 absl::Status RestoreModelCheckpoint(FamModel& model, const io::LoadedCheckpoint& checkpoint);
 
 }  // namespace fam

@@ -1,6 +1,7 @@
 #include "trainers/nightly.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -47,6 +48,13 @@ std::string Family(const std::string& metric) {
   const size_t dot = metric.rfind('.');
   return metric.rfind("passkey.", 0) == 0 && dot != std::string::npos ? metric.substr(0, dot)
                                                                       : metric;
+}
+
+// A suite name as part of a file name: characters other than [A-Za-z0-9._-] become '_'.
+std::string FileNamePart(const std::string& text) {
+  std::string out;
+  for (unsigned char ch : text) out += std::isalnum(ch) || ch == '.' || ch == '-' ? ch : '_';
+  return out;
 }
 
 std::string SeriesName(const HistoryEntry& e) { return absl::StrCat(e.run, " [", e.suite, "]"); }
@@ -553,10 +561,10 @@ absl::StatusOr<NightlyResult> RunNightly(const NightlyOptions& options, std::ost
             << " already evaluated, skipped" << std::endl;
         continue;
       }
-      const std::string out =
-          (fs::path(ckpt.run_dir) / "eval" / "nightly" /
-           absl::StrCat(fs::path(ckpt.checkpoint).filename().string(), ".", suite_name, ".json"))
-              .string();
+      const std::string out = (fs::path(ckpt.run_dir) / "eval" / "nightly" /
+                               absl::StrCat(fs::path(ckpt.checkpoint).filename().string(), ".",
+                                            FileNamePart(suite_name), ".json"))
+                                  .string();
       log << ckpt.run << " [" << suite_name << "]: evaluating " << ckpt.checkpoint << std::endl;
       absl::StatusOr<Json> report = evaluate(ckpt, suite_path, out, log);
       if (!report.ok()) {

@@ -18,14 +18,16 @@ Command PrepareInstructionsCommand() {
       "[--config <run.yaml>]";
   c.summary = "pack instruction JSONL into token shards with per-token loss weights";
   c.flags = {
-      {"input", "JSONL file: {\"segments\": [{\"text\", \"role\", \"weight\"?}]} or "
-                "{\"prompt\", \"response\"} per line (repeatable)"},
+      {"input",
+       "JSONL file: {\"segments\": [{\"text\", \"role\", \"weight\"?}]} or "
+       "{\"prompt\", \"response\"} per line (repeatable)"},
       {"tokenizer", "SentencePiece .model (default with --config: data.tokenizer)"},
       {"out", "output directory (tokenizer.model, train-*.bin/.weights, val-*, data.json)"},
       {"seq-len", "training sequence length (default with --config: trainer.seq_len)"},
       {"config", "run config whose trainer/finetune settings give the defaults"},
-      {"boundary-slack", "an example does not start in the last N tokens of a window unless it "
-                         "fits there (default clamp(seq_len/16, 1, 64))"},
+      {"boundary-slack",
+       "an example does not start in the last N tokens of a window unless it "
+       "fits there (default clamp(seq_len/16, 1, 64))"},
       {"repeat-tokens", "tokens of the \"[repeat random segment]:\" copy; 0 = none (default 256)"},
       {"instruction-weight", "loss weight of instruction segments (default 0)"},
       {"answer-weight", "loss weight of answer segments (default 1)"},
@@ -62,9 +64,9 @@ Command PrepareInstructionsCommand() {
     absl::StatusOr<double> val = args.GetDouble("val-fraction", o.val_fraction);
     absl::StatusOr<int64_t> shard = args.GetInt("shard-tokens", o.shard_tokens);
     absl::StatusOr<int64_t> seed = args.GetInt("seed", static_cast<int64_t>(o.seed));
-    for (const absl::Status& s : {seq_len.status(), slack.status(), repeat.status(), wi.status(),
-                                  wa.status(), wr.status(), val.status(), shard.status(),
-                                  seed.status()}) {
+    for (const absl::Status& s :
+         {seq_len.status(), slack.status(), repeat.status(), wi.status(), wa.status(), wr.status(),
+          val.status(), shard.status(), seed.status()}) {
       if (!s.ok()) return s;
     }
     o.seq_len = *seq_len;

@@ -1,5 +1,7 @@
 #include "trainers/pretrain.h"
 
+#include "trainers/finetune.h"
+
 #include <omp.h>
 #include <unistd.h>
 
@@ -50,23 +52,6 @@ constexpr uint64_t kStreamStatePassing = 0x5057000000000002ull;
 // Set by SIGTERM/SIGINT; the loop checkpoints and exits at the end of the current step.
 std::atomic<int> g_stop_signal{0};
 extern "C" void OnStopSignal(int sig) { g_stop_signal.store(sig); }
-
-bool IsNormOrEmbedding(const std::string& name, bool* is_norm) {
-  *is_norm = name.find("layernorm") != std::string::npos || name == "model.norm.weight";
-  return *is_norm || name == "model.embed_tokens.weight" || name == "lm_head.weight" ||
-         name == "model.fam.embeddings";
-}
-
-std::vector<NamedParameter> TrainableParameters(const FamModel& model, const OptimizerConfig& o) {
-  std::vector<NamedParameter> params;
-  for (auto& [name, t] : model.NamedParameters()) {
-    bool is_norm = false;
-    bool special = IsNormOrEmbedding(name, &is_norm);
-    bool decay = !special || (is_norm ? o.decay_norms : o.decay_embeddings);
-    params.push_back({name, t, decay});
-  }
-  return params;
-}
 
 std::unique_ptr<Optimizer> MakeOptimizer(const OptimizerConfig& o,
                                          std::vector<NamedParameter> params) {
@@ -162,6 +147,7 @@ class Trainer {
   };
   CommTotals interval_comm_, run_comm_;
   std::unique_ptr<FamModel> model_;
+  nlohmann::json lora_state_;  // adapter-only checkpoints: LoRA settings + base fingerprint
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<NamedParameter> params_;
   data::DataLoader train_;
@@ -249,6 +235,11 @@ absl::Status Trainer::SetupRun() {
       return absl::FailedPreconditionError(
           absl::StrCat("trainer.device: cuda is unavailable: ", why));
   }
+  if (t.precision != DType::kF32 && t.device == DeviceType::kCPU)
+    return absl::InvalidArgumentError(
+        absl::StrCat("trainer.precision: ", DTypeName(t.precision),
+                     " training (bf16 weights/activations with f32 master weights) runs on the CUDA "
+                     "backend; use f32 on CPU"));
   run_dir_ = (fs::path(config_.run_dir) / config_.name).string();
   std::error_code ec;
   fs::create_directories(fs::path(run_dir_) / "checkpoints", ec);
@@ -277,6 +268,7 @@ absl::Status Trainer::SetupRun() {
   lo.seed = t.seed;
   lo.shuffle = config_.data.shuffle;
   lo.max_vocab_size = config_.model.vocab_size;
+  lo.role_weights = LoaderRoleWeights(config_);
   absl::StatusOr<data::DataLoader> train = data::DataLoader::Open(lo);
   if (!train.ok()) return train.status();
   train_ = std::move(*train);
@@ -294,9 +286,14 @@ absl::Status Trainer::SetupRun() {
     val_batches_ = std::move(*batches);
   }
 
-  model_ = std::make_unique<FamModel>(config_.model);
-  model_->InitializeWeights(t.seed);
+  std::vector<std::string> notes;
+  absl::StatusOr<std::unique_ptr<FamModel>> model = BuildModelForRun(config_, &notes);
+  if (!model.ok()) return model.status();
+  model_ = std::move(*model);
+  if (rank_ == 0)
+    for (const std::string& note : notes) std::cout << note << "\n";
   params_ = TrainableParameters(*model_, config_.optimizer);
+  lora_state_ = CheckpointLoraState(*model_, config_);
   const bool zero1 = config_.distributed.zero == ZeroStage::kZero1 && world_ > 1;
   if (world_ > 1) {
     dist::ReducerOptions ro;
@@ -384,17 +381,7 @@ absl::Status Trainer::MaybeResume() {
         path, ": the model config changed since this checkpoint was written (model section hash ",
         ckpt->config_hash, " vs ", ConfigHash(config_),
         "); start a new run name or restore the model config"));
-  NoGradGuard no_grad;
-  for (auto& [name, t] : model_->NamedParameters()) {
-    auto it = ckpt->model.find(name);
-    if (it == ckpt->model.end())
-      return absl::DataLossError(absl::StrCat(path, ": model tensor ", name, " missing"));
-    if (it->second.shape() != t.shape())
-      return absl::FailedPreconditionError(
-          absl::StrCat(path, ": ", name, " has shape ", ShapeString(it->second.shape()),
-                       ", model expects ", ShapeString(t.shape())));
-    ops::CopyInPlace(t, it->second);
-  }
+  if (absl::Status s = RestoreModelCheckpoint(*model_, *ckpt); !s.ok()) return s;
   if (absl::Status s = optimizer_->LoadStateTensors(ckpt->optimizer); !s.ok()) return s;
   const nlohmann::json& ts = ckpt->trainer_state;
   try {
@@ -466,7 +453,6 @@ absl::Status Trainer::WriteCheckpoint(io::NamedTensors optimizer_state, bool fin
   data.step = step_;
   data.world_size = world_;
   data.config_hash = ConfigHash(config_);
-  data.model = model_->NamedParameters();
   data.optimizer = std::move(optimizer_state);
   for (size_t l = 0; l < kept_state_.size(); ++l)
     data.extra.emplace_back(absl::StrCat("fam_state.layers.", l), kept_state_[l]);
@@ -480,6 +466,7 @@ absl::Status Trainer::WriteCheckpoint(io::NamedTensors optimizer_state, bool fin
       {"seed", config_.trainer.seed},
       {"lr", LearningRate(schedule_, step_)}};
   if (result_.first_val_loss >= 0) data.trainer_state["first_val_loss"] = result_.first_val_loss;
+  FillModelCheckpoint(*model_, lora_state_, &data);  // every parameter, or adapters only (LoRA)
   absl::Status s = config_.checkpoint.async && !final_save
                        ? checkpoints_->SaveAsync(std::move(data))
                        : checkpoints_->Save(data);
@@ -494,9 +481,10 @@ absl::StatusOr<double> Trainer::Validate() {
   if (!has_val_) return -1.0;
   NoGradGuard no_grad;
   double total = 0;
+  if (HasLora(*model_)) SetLoraDropout(*model_, false, 0, 0);
   for (const data::Batch& b : val_batches_) {
     ForwardResult out = model_->Forward(b.inputs);
-    total += model_->Loss(out.logits, b.targets).item();
+    total += model_->Loss(out.logits, b.targets, b.weights).item();
   }
   double count = static_cast<double>(val_batches_.size());
   if (world_ > 1) {
@@ -541,8 +529,9 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
     if (pass_state) fo.initial_state = kept_state_;
     // Data parallel: the last micro-batch's backward reduces gradient buckets as they get ready.
     if (reducer_ && m + 1 == micro->size()) reducer_->Arm();
+    if (HasLora(*model_)) SetLoraDropout(*model_, true, t.seed, step_ * world_ + rank_);
     ForwardResult out = model_->Forward(batch.inputs, fo);
-    Tensor loss = model_->Loss(out.logits, batch.targets);
+    Tensor loss = model_->Loss(out.logits, batch.targets, batch.weights);
     ops::Scale(loss, 1.0 / accum).backward();
     loss_sum += loss.item();
     if (m == 0 && is_fam) {
@@ -735,6 +724,13 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   }
   elapsed_before_ += clock.Seconds();
   if (absl::Status s = SaveCheckpoint(true); !s.ok()) return s;
+  if (rank_ == 0 && HasLora(*model_)) {
+    // The adapters alone, with the fingerprint of their base: `fam export --merge` takes them.
+    if (absl::Status s = SaveLoraAdapters(*model_, run_dir_ + "/adapters.safetensors",
+                                          config_.finetune.base_weights);
+        !s.ok())
+      return s;
+  }
   result_.final_step = step_;
   if (run_comm_.steps > 0) {
     const double comm = run_comm_.comm_s / run_comm_.steps,

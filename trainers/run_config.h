@@ -14,7 +14,7 @@
 #include "framework/core/device.h"
 #include "framework/core/dtype.h"
 #include "framework/optim/schedule.h"  // ScheduleType
-#include "models/fam/lora.h"  // LoraConfig: the `lora:` section
+#include "models/fam/lora.h"           // LoraConfig: the `lora:` section
 #include "models/fam/model_config.h"
 
 namespace fam {
@@ -45,7 +45,6 @@ struct OptimizerConfig {
   double grad_clip = 1.0;  // global L2 norm; 0 = off
   AdafactorConfig adafactor;
 };
-
 
 struct ScheduleConfig {
   ScheduleType type = ScheduleType::kCosine;

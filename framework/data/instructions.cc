@@ -79,9 +79,9 @@ absl::StatusOr<InstructionExample> ParseLine(std::string_view line) {
   }
   const json& segments = j["segments"];
   if (!segments.is_array() || segments.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "\"segments\": expected a non-empty array, got ",
-        segments.is_array() ? "an empty array" : JsonKind(segments)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"segments\": expected a non-empty array, got ",
+                     segments.is_array() ? "an empty array" : JsonKind(segments)));
   }
   for (size_t i = 0; i < segments.size(); ++i) {
     const json& s = segments[i];
@@ -92,8 +92,8 @@ absl::StatusOr<InstructionExample> ParseLine(std::string_view line) {
     }
     for (auto it = s.begin(); it != s.end(); ++it) {
       if (it.key() != "text" && it.key() != "role" && it.key() != "weight") {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": unknown key \"", it.key(),
-                                                       "\" (expected text, role, weight)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": unknown key \"", it.key(), "\" (expected text, role, weight)"));
       }
     }
     InstructionSegment segment;
@@ -110,14 +110,15 @@ absl::StatusOr<InstructionExample> ParseLine(std::string_view line) {
       const json& w = s["weight"];
       const double value = w.is_number() ? w.get<double>() : -1.0;
       if (!w.is_number() || !std::isfinite(value) || value < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ".weight: expected a number >= 0, got ", w.is_number() ? w.dump() : JsonKind(w)));
+        return absl::InvalidArgumentError(absl::StrCat(where,
+                                                       ".weight: expected a number >= 0, got ",
+                                                       w.is_number() ? w.dump() : JsonKind(w)));
       }
       segment.weight = value;
     } else if (!IsRoleWithDefault(segment.role)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": role \"", segment.role,
-          "\" needs a \"weight\" (only instruction and answer have default weights)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": role \"", segment.role,
+                       "\" needs a \"weight\" (only instruction and answer have default weights)"));
     }
     example.segments.push_back(std::move(segment));
   }
@@ -203,7 +204,7 @@ void RemoveStaleShards(const fs::path& dir, const std::set<std::string>& keep) {
 }  // namespace
 
 absl::StatusOr<std::vector<InstructionExample>> ParseInstructionsJsonl(std::string_view text,
-                                                                      const std::string& source) {
+                                                                       const std::string& source) {
   std::vector<InstructionExample> examples;
   int64_t line_number = 0;
   size_t pos = 0;
@@ -243,9 +244,9 @@ absl::StatusOr<uint8_t> LossClasses::ForSegment(const InstructionSegment& segmen
   if (!segment.weight.has_value()) {
     if (segment.role == "instruction") return kLossClassInstruction;
     if (segment.role == "answer") return kLossClassAnswer;
-    return absl::InvalidArgumentError(absl::StrCat(
-        "role \"", segment.role,
-        "\" needs a \"weight\" (only instruction and answer have default weights)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("role \"", segment.role,
+                     "\" needs a \"weight\" (only instruction and answer have default weights)"));
   }
   const double w = *segment.weight;
   if (!std::isfinite(w) || w < 0) {
@@ -255,8 +256,8 @@ absl::StatusOr<uint8_t> LossClasses::ForSegment(const InstructionSegment& segmen
   auto it = explicit_.find(value);
   if (it != explicit_.end()) return it->second;
   if (static_cast<int>(explicit_.size()) >= kMaxExplicitClasses) {
-    return absl::InvalidArgumentError(absl::StrCat("more than ", kMaxExplicitClasses,
-                                                   " distinct explicit segment weights"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("more than ", kMaxExplicitClasses, " distinct explicit segment weights"));
   }
   const uint8_t code = static_cast<uint8_t>(weights_.size());
   weights_.push_back(value);
@@ -284,9 +285,8 @@ absl::StatusOr<EncodedExample> EncodeExample(const InstructionExample& example,
                                              int64_t index, LossClasses* classes,
                                              const std::string& source) {
   auto fail = [&](const absl::Status& status) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source.empty() ? "example" : source, ":", example.line, ": ",
-                     status.message()));
+    return absl::InvalidArgumentError(absl::StrCat(source.empty() ? "example" : source, ":",
+                                                   example.line, ": ", status.message()));
   };
   EncodedExample out;
   for (const InstructionSegment& segment : example.segments) {
@@ -304,8 +304,7 @@ absl::StatusOr<EncodedExample> EncodeExample(const InstructionExample& example,
         Philox(options.seed, kRepeatSpanStream, static_cast<uint64_t>(index));
     const uint64_t draw = (static_cast<uint64_t>(bits[0]) << 32) | bits[1];
     const int64_t start = static_cast<int64_t>(draw % static_cast<uint64_t>(n - k + 1));
-    out.tokens.insert(out.tokens.end(), options.repeat_header.begin(),
-                      options.repeat_header.end());
+    out.tokens.insert(out.tokens.end(), options.repeat_header.begin(), options.repeat_header.end());
     out.classes.insert(out.classes.end(), options.repeat_header.size(), kLossClassInstruction);
     for (int64_t i = start; i < start + k; ++i) {
       out.tokens.push_back(out.tokens[i]);
@@ -319,12 +318,11 @@ absl::StatusOr<EncodedExample> EncodeExample(const InstructionExample& example,
   return out;
 }
 
-int64_t DefaultBoundarySlack(int64_t seq_len) {
-  return std::clamp<int64_t>(seq_len / 16, 1, 64);
-}
+int64_t DefaultBoundarySlack(int64_t seq_len) { return std::clamp<int64_t>(seq_len / 16, 1, 64); }
 
 InstructionPacker::InstructionPacker(int64_t seq_len, int64_t slack, int32_t pad_id)
-    : seq_len_(seq_len), slack_(slack < 0 ? DefaultBoundarySlack(seq_len) : slack),
+    : seq_len_(seq_len),
+      slack_(slack < 0 ? DefaultBoundarySlack(seq_len) : slack),
       pad_id_(pad_id) {
   FAM_CHECK(seq_len >= 1, "instruction packer: seq_len ", seq_len, " must be >= 1");
   FAM_CHECK(pad_id >= 0, "instruction packer: pad id ", pad_id, " must be >= 0");
@@ -337,8 +335,9 @@ void InstructionPacker::Pad(int64_t count) {
 }
 
 void InstructionPacker::Add(const EncodedExample& example) {
-  FAM_CHECK(example.tokens.size() == example.classes.size(), "instruction packer: ",
-            example.tokens.size(), " tokens but ", example.classes.size(), " classes");
+  FAM_CHECK(example.tokens.size() == example.classes.size(),
+            "instruction packer: ", example.tokens.size(), " tokens but ", example.classes.size(),
+            " classes");
   const int64_t n = static_cast<int64_t>(example.tokens.size());
   const int64_t offset = static_cast<int64_t>(tokens_.size()) % seq_len_;
   const int64_t room = seq_len_ - offset;
@@ -402,8 +401,8 @@ absl::StatusOr<InstructionDataSummary> PrepareInstructions(const PrepareInstruct
     }
   }
   if (train.starts().empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prepare-instructions: no training examples in ", absl::StrJoin(o.inputs, ", ")));
+    return absl::InvalidArgumentError(absl::StrCat("prepare-instructions: no training examples in ",
+                                                   absl::StrJoin(o.inputs, ", ")));
   }
   train.Finish();
   val.Finish();
@@ -458,9 +457,10 @@ absl::StatusOr<InstructionDataSummary> PrepareInstructions(const PrepareInstruct
 
   json class_list = json::array();
   for (size_t c = 0; c < classes.weights().size(); ++c) {
-    class_list.push_back({{"code", c},
-                          {"name", classes.name(static_cast<uint8_t>(c))},
-                          {"weight", classes.weights()[c]}});
+    // The f32 weight printed with 7 significant digits (0.1, not 0.10000000149011612).
+    const double weight = std::stod(absl::StrFormat("%.7g", classes.weights()[c]));
+    class_list.push_back(
+        {{"code", c}, {"name", classes.name(static_cast<uint8_t>(c))}, {"weight", weight}});
   }
   json files = json::array();
   for (const char* name : {"tokenizer.model"}) {

@@ -3,7 +3,7 @@
 //
 // Input: JSONL, one example per line (blank lines are skipped), in one of two forms:
 //   {"segments": [{"text": "Summarise: ...", "role": "instruction"},
-//                 {"text": " The text says ...", "role": "answer", "weight": 1.0}, ...]}
+//                 {"text": "The text says ...", "role": "answer", "weight": 1.0}, ...]}
 //   {"prompt": "...", "response": "..."}   (= two segments: prompt as instruction, response as
 //                                           answer)
 // A segment has "text" (a string, used verbatim: add your own separators), "role" (a string) and
@@ -13,11 +13,13 @@
 // weight. Other top-level keys (e.g. "id") are ignored; other segment keys are errors. Every error
 // names "<file>:<line>".
 //
-// Tokens of an example: each segment encoded on its own and concatenated, every token taking its
+// Tokens of an example: each segment encoded on its own (SentencePiece marks its start as a word
+// start, so a segment need not begin with a space) and concatenated, every token taking its
 // segment's loss class; then, with repeat_tokens > 0, the header "[repeat random segment]:"
 // (instruction class) and a copy of k = min(repeat_tokens, n) consecutive tokens of the example's
-// n tokens starting at a uniform random offset in [0, n − k] (Philox keyed by seed and the example's
-// index; repeat class, weight 0.1 by default); then eos, in the class of the token before it.
+// n tokens starting at a uniform random offset in [0, n − k] (Philox keyed by seed and the
+// example's index; repeat class, weight 0.1 by default); then eos, in the class of the token before
+// it.
 //
 // Packing ("block-aware boundaries"): the stream is cut into the loader's windows, one every
 // seq_len tokens (a window holds seq_len + 1 tokens: its last target is the next window's first
@@ -68,7 +70,7 @@ struct InstructionExample {
 // Parses JSONL text standing for the file `source`; the first bad line is an InvalidArgument
 // "<source>:<line>: what".
 absl::StatusOr<std::vector<InstructionExample>> ParseInstructionsJsonl(std::string_view text,
-                                                                      const std::string& source);
+                                                                       const std::string& source);
 absl::StatusOr<std::vector<InstructionExample>> ReadInstructionsJsonl(const std::string& path);
 
 // The loss classes of a data set: pad, instruction, answer, repeat, then one class per distinct
@@ -91,7 +93,7 @@ class LossClasses {
 using EncodeFn = std::function<std::vector<int32_t>(std::string_view)>;
 
 struct ExampleOptions {
-  int64_t repeat_tokens = 256;        // 0: no repeat segment
+  int64_t repeat_tokens = 256;         // 0: no repeat segment
   std::vector<int32_t> repeat_header;  // tokens of kRepeatHeader
   int32_t eos_id = -1;                 // < 0: no eos after an example
   uint64_t seed = 0;                   // of the repeat spans
@@ -146,11 +148,11 @@ struct PrepareInstructionsOptions {
   std::vector<std::string> inputs;  // JSONL files
   std::string tokenizer;            // SentencePiece .model (copied into out_dir)
   std::string out_dir;
-  int64_t seq_len = 0;              // the training run's trainer.seq_len
-  int64_t boundary_slack = -1;      // < 0: DefaultBoundarySlack(seq_len)
-  int64_t repeat_tokens = 256;      // 0: no repeat segment
-  RoleWeights weights;              // recorded in the weight shards
-  double val_fraction = 0.0;        // in [0, 0.5]: every 1/val_fraction-th example goes to val
+  int64_t seq_len = 0;               // the training run's trainer.seq_len
+  int64_t boundary_slack = -1;       // < 0: DefaultBoundarySlack(seq_len)
+  int64_t repeat_tokens = 256;       // 0: no repeat segment
+  RoleWeights weights;               // recorded in the weight shards
+  double val_fraction = 0.0;         // in [0, 0.5]: every 1/val_fraction-th example goes to val
   int64_t shard_tokens = 100000000;  // max tokens per shard
   uint64_t seed = 0;                 // repeat spans
   std::function<void(const std::string&)> log;  // progress lines (optional)

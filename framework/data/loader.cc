@@ -106,14 +106,13 @@ absl::Status DataLoader::OpenWeights() {
   }
   if (with.empty()) return absl::OkStatus();
   if (!without.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data loader: shard ", with, " has loss weights (", WeightShardPath(with), ") but ",
-        without, " has none (", WeightShardPath(without),
-        " missing); mix instruction data and plain text only as separate runs"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data loader: shard ", with, " has loss weights (", WeightShardPath(with),
+                     ") but ", without, " has none (", WeightShardPath(without),
+                     " missing); mix instruction data and plain text only as separate runs"));
   }
   for (size_t s = 0; s < shards_.size(); ++s) {
-    absl::StatusOr<WeightShard> weights =
-        WeightShard::Open(paths[s], options_.verify_checksums);
+    absl::StatusOr<WeightShard> weights = WeightShard::Open(paths[s], options_.verify_checksums);
     if (!weights.ok()) return weights.status();
     if (weights->size() != shards_[s].size() ||
         weights->token_checksum() != shards_[s].checksum()) {

@@ -132,7 +132,7 @@ class DataLoader {
 
   LoaderOptions options_;
   std::vector<TokenShard> shards_;
-  std::vector<int64_t> shard_starts_;  // stream offset of each shard's first token
+  std::vector<int64_t> shard_starts_;        // stream offset of each shard's first token
   std::vector<WeightShard> weight_shards_;   // one per shard, or none
   std::vector<ClassWeights> weight_tables_;  // class → weight of each weight shard
   int64_t total_tokens_ = 0;

@@ -46,9 +46,8 @@ std::string WeightShardPath(const std::string& token_shard_path) {
 absl::Status WriteWeightShard(const std::string& path, const std::vector<uint8_t>& codes,
                               const std::vector<float>& class_weights, uint64_t token_checksum) {
   if (class_weights.empty() || class_weights.size() > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("weight shard ", path, ": ",
-                                                   class_weights.size(),
-                                                   " loss classes (expected 1 to 256)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "weight shard ", path, ": ", class_weights.size(), " loss classes (expected 1 to 256)"));
   }
   WeightHeader header;
   std::memset(&header, 0, sizeof(header));
@@ -63,8 +62,8 @@ absl::Status WriteWeightShard(const std::string& path, const std::vector<uint8_t
   for (size_t i = 0; i < codes.size(); ++i) {
     if (codes[i] >= class_weights.size()) {
       return absl::InvalidArgumentError(absl::StrCat("weight shard ", path, ": token ", i,
-                                                     " has class ", codes[i], " >= ",
-                                                     class_weights.size(), " classes"));
+                                                     " has class ", codes[i],
+                                                     " >= ", class_weights.size(), " classes"));
     }
   }
   std::memcpy(header.magic, kWeightShardMagic, 8);
@@ -108,21 +107,22 @@ absl::StatusOr<WeightShard> WeightShard::Open(const std::string& path, bool veri
                                                    " bytes per token (supported: version 1, 1)"));
   }
   if (header.num_classes < 1 || header.num_classes > 256) {
-    return absl::InvalidArgumentError(absl::StrCat("weight shard ", path, ": ",
-                                                   header.num_classes, " classes (expected 1..256)"));
+    return absl::InvalidArgumentError(absl::StrCat("weight shard ", path, ": ", header.num_classes,
+                                                   " classes (expected 1..256)"));
   }
   for (uint32_t c = 0; c < 256; ++c) {
     const float w = header.class_weights[c];
     if (c < header.num_classes ? !ValidWeight(w) : w != 0.0f) {
-      return absl::InvalidArgumentError(absl::StrCat("weight shard ", path, ": class ", c,
-                                                     " has a bad weight ", w));
+      return absl::InvalidArgumentError(
+          absl::StrCat("weight shard ", path, ": class ", c, " has a bad weight ", w));
     }
   }
   const uint64_t data_bytes = file_size - sizeof(WeightHeader);
   if (header.num_tokens != data_bytes) {
     return absl::DataLossError(absl::StrCat(
-        "weight shard ", path, header.num_tokens > data_bytes ? " truncated" : " has trailing bytes",
-        ": header says ", header.num_tokens, " tokens, file has ", data_bytes, " data bytes"));
+        "weight shard ", path,
+        header.num_tokens > data_bytes ? " truncated" : " has trailing bytes", ": header says ",
+        header.num_tokens, " tokens, file has ", data_bytes, " data bytes"));
   }
   WeightShard shard;
   shard.codes_ = (*file)->data() + sizeof(WeightHeader);
@@ -135,16 +135,15 @@ absl::StatusOr<WeightShard> WeightShard::Open(const std::string& path, bool veri
   if (verify_checksum) {
     const uint64_t actual = Fnv1a64(shard.codes_, static_cast<size_t>(shard.num_tokens_));
     if (actual != header.checksum) {
-      return absl::DataLossError(absl::StrCat("weight shard ", path,
-                                              ": checksum mismatch (corrupted data): header ",
-                                              absl::Hex(header.checksum), ", data ",
-                                              absl::Hex(actual)));
+      return absl::DataLossError(
+          absl::StrCat("weight shard ", path, ": checksum mismatch (corrupted data): header ",
+                       absl::Hex(header.checksum), ", data ", absl::Hex(actual)));
     }
     for (int64_t i = 0; i < shard.num_tokens_; ++i) {
       if (shard.codes_[i] >= shard.num_classes_) {
-        return absl::DataLossError(absl::StrCat("weight shard ", path, ": token ", i,
-                                                " has class ", shard.codes_[i], " >= ",
-                                                shard.num_classes_, " classes"));
+        return absl::DataLossError(absl::StrCat("weight shard ", path, ": token ", i, " has class ",
+                                                shard.codes_[i], " >= ", shard.num_classes_,
+                                                " classes"));
       }
     }
   }
