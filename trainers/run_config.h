@@ -113,7 +113,7 @@ struct DistributedConfig {
   DistBackend backend = DistBackend::kAuto;
   double bucket_mb = 25.0;  // gradient all-reduce bucket size
   ZeroStage zero = ZeroStage::kNone;
-  double timeout_s = 600.0;
+  double timeout_s = 300.0;
 };
 
 struct RunConfig {
