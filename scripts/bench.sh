@@ -8,7 +8,10 @@
 #   BENCH_ARGS="--benchmark_filter=Tq:256" …  extra arguments for every bench binary
 #   BENCH_OUT=dir                             keep the JSON there (default: a fresh temp dir)
 #   FAM_BENCH_STEPS=N                         train_bench: exactly N timed steps per benchmark
-# Takes about 4 minutes on 2 cores. Note the load average it prints: the machine should be quiet.
+#   BENCH_NO_BUILD=1                          use the binaries already in build-dir as they are
+# Takes 2-3 minutes on 2 quiet cores. Note the load average it prints: the machine should be quiet.
+# On a shared machine, OMP_WAIT_POLICY=passive is much faster (spinning threads fight the other
+# jobs for the cores); it is passed through to every bench, as are all other variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -19,11 +22,13 @@ mkdir -p "$OUT"
 
 targets=""
 for b in $ONLY; do targets+="${b}_bench "; done
-FAM_SETUP_TARGETS="$targets" scripts/setup.sh "$BUILD_DIR" > "$OUT/build.log" 2>&1 ||
-  { tail -30 "$OUT/build.log"; exit 1; }
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  FAM_SETUP_TARGETS="$targets" scripts/setup.sh "$BUILD_DIR" > "$OUT/build.log" 2>&1 ||
+    { tail -30 "$OUT/build.log"; exit 1; }
+fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "bench: OMP_NUM_THREADS=$OMP_NUM_THREADS, $(nproc) cores, load average $load_before, JSON in $OUT"
+echo "bench: OMP_NUM_THREADS=$OMP_NUM_THREADS OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-default}, $(nproc) cores, load average $load_before, JSON in $OUT"
 for b in $ONLY; do
   echo "bench: running ${b}_bench ..."
   # shellcheck disable=SC2086
@@ -65,6 +70,7 @@ def table(title, header, rows):
         print(line(r))
 
 print(f"\n== famtrain benchmarks (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+      f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY') or 'default'}, "
       f"load average before {load_before}, after {load_after}) ==")
 
 gemm = load("gemm")

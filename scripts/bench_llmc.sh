@@ -15,7 +15,8 @@
 # times like their main(). The first WARMUP steps (llm.c allocates activations and gradients
 # lazily in step 0) are dropped; tokens/s = B·T / mean step time. Ours: train_bench's
 # BM_TrainGpt2Small for the same number of timed steps (after one untimed warm-up step).
-# ROUNDS > 1 alternates the two programs and averages over all rounds.
+# ROUNDS > 1 alternates the two programs and averages over all rounds. Both programs get the same
+# environment (OMP_WAIT_POLICY=passive helps both on a machine shared with other jobs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -30,8 +31,10 @@ B=8 T=256 L=4 C=256 NH=4 V=8192
 WORK=$(mktemp -d /tmp/fam-bench-llmc.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
-FAM_SETUP_TARGETS=train_bench scripts/setup.sh "$BUILD_DIR" > "$WORK/build.log" 2>&1 ||
-  { tail -30 "$WORK/build.log"; exit 1; }
+if [ -z "${BENCH_NO_BUILD:-}" ]; then  # BENCH_NO_BUILD=1: use build-dir's train_bench as it is
+  FAM_SETUP_TARGETS=train_bench scripts/setup.sh "$BUILD_DIR" > "$WORK/build.log" 2>&1 ||
+    { tail -30 "$WORK/build.log"; exit 1; }
+fi
 
 if [ -n "$LLMC_DIR" ]; then
   [ -f "$LLMC_DIR/train_gpt2.c" ] || { echo "bench_llmc: $LLMC_DIR/train_gpt2.c not found" >&2; exit 2; }
@@ -75,7 +78,7 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 mean() { printf '%s\n' "$@" | awk '{ s += $1; n++ } END { if (n) printf "%.1f", s / n }'; }
 tps() { awk -v ms="$1" -v n=$((B * T)) 'BEGIN { printf "%.0f", n / (ms / 1000) }'; }
 ours_mean=$(mean "${ours_ms[@]}")
-echo "GPT-2-like small: L=$L d=$C heads=$NH vocab=$V batch=$B seq=$T, OMP_NUM_THREADS=$OMP_NUM_THREADS"
+echo "GPT-2-like small: L=$L d=$C heads=$NH vocab=$V batch=$B seq=$T, OMP_NUM_THREADS=$OMP_NUM_THREADS OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-default}"
 echo "load average before $load_before, after $load_after; $STEPS timed steps x $ROUNDS round(s)"
 printf '%-34s %12s %12s\n' "trainer" "ms/step" "tokens/s"
 printf '%-34s %12s %12s\n' "famtrain (SwiGLU f=683, RMSNorm)" "$ours_mean" "$(tps "$ours_mean")"
