@@ -14,6 +14,7 @@
 #include "framework/data/token_shard.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
+#include "tests/gradcheck.h"
 #include "nlohmann/json.hpp"
 
 namespace fam {
@@ -66,11 +67,7 @@ class DistTrainTest : public ::testing::Test {
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
     ::setenv("OMP_NUM_THREADS", "1", 1);
-    dir_ = fs::temp_directory_path() /
-           ("fam_dist_train_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = testing::FreshTestDir("fam_dist_train_test_");
     std::vector<int32_t> tokens;
     uint32_t x = 12345;
     for (int i = 0; i < 6000; ++i) {

@@ -1,5 +1,7 @@
 #include "tests/gradcheck.h"
 
+#include <unistd.h>
+
 #include <cmath>
 
 #include "framework/autograd/node.h"
@@ -15,6 +17,16 @@ Tensor RandomTensor(const Shape& shape, DType dtype, uint64_t seed, double scale
   gen.FillNormal(t, 0.0, scale);
   if (requires_grad) t.set_requires_grad(true);
   return t;
+}
+
+std::filesystem::path FreshTestDir(const std::string& prefix) {
+  namespace fs = std::filesystem;
+  const fs::path dir =
+      fs::temp_directory_path() / (prefix + std::to_string(::getpid()) + "_" +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
 }
 
 double MaxAbsDiff(const Tensor& a, const Tensor& b) {
@@ -60,8 +72,8 @@ double MaxAbsDiff(const Tensor& a, const Tensor& b) {
       double tolerance = options.atol + options.rtol * std::abs(numeric);
       if (!(std::abs(numeric - a[i]) <= tolerance)) {
         return ::testing::AssertionFailure()
-               << "gradient mismatch for input " << idx << " (" << t.Describe() << ") element "
-               << i << ": analytic " << a[i] << ", numeric " << numeric;
+               << "gradient mismatch for input " << idx << " (" << t.Describe() << ") element " << i
+               << ": analytic " << a[i] << ", numeric " << numeric;
       }
     }
   }

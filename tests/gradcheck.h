@@ -1,7 +1,9 @@
 // Test utilities: central-finite-difference gradient checks in f64 and random tensors.
 #pragma once
 
+#include <filesystem>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "framework/core/tensor.h"
@@ -25,6 +27,9 @@ struct GradcheckOptions {
 // A leaf tensor with N(0, scale²) entries from a fixed seed.
 Tensor RandomTensor(const Shape& shape, DType dtype = DType::kF64, uint64_t seed = 1,
                     double scale = 1.0, bool requires_grad = false);
+
+// An empty scratch directory <tmp>/<prefix><pid>_<current test name>, removed and recreated.
+std::filesystem::path FreshTestDir(const std::string& prefix);
 
 // Max |a - b| over all elements (shapes must match).
 double MaxAbsDiff(const Tensor& a, const Tensor& b);

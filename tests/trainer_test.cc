@@ -7,6 +7,7 @@
 #include "framework/data/token_shard.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
+#include "tests/gradcheck.h"
 #include "nlohmann/json.hpp"
 #include "trainers/pretrain.h"
 #include "trainers/run_config.h"
@@ -19,11 +20,7 @@ namespace fs = std::filesystem;
 class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("fam_trainer_test_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = testing::FreshTestDir("fam_trainer_test_");
     // A learnable stream: a few repeated "sentences" with a little noise.
     std::vector<int32_t> tokens;
     uint32_t x = 12345;
