@@ -150,8 +150,8 @@ Tensor FamModel::FamUpdate(const DecoderLayer& layer, const Tensor& state, bool 
   return FeedForward(layer, residual);
 }
 
-std::vector<Tensor> FamModel::InitialFamState(int64_t batch,
-                                              const std::vector<int64_t>& offsets) const {
+std::vector<Tensor> FamModel::InitialFamState(int64_t batch, const std::vector<int64_t>& offsets,
+                                              LayerHooks* hooks) const {
   std::vector<Tensor> states;
   if (config_.fam_rows() == 0 || !model_->fam) return states;
   const int64_t f = config_.fam_rows(), d = config_.d_model;
@@ -161,16 +161,57 @@ std::vector<Tensor> FamModel::InitialFamState(int64_t batch,
   const int64_t rows_batch = shared ? 1 : batch;
   Tensor rows = ops::Expand(ops::Unsqueeze(model_->fam->embeddings, 0), {rows_batch, f, d});
   Tensor positions = Positions(rows_batch, -f, f, offsets);
-  for (const DecoderLayer* layer : model_->layers) {
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    const DecoderLayer& layer = *model_->layers[l];
     states.push_back(rows);
-    Heads h = Project(*layer, rows, positions);
+    if (hooks) hooks->BeforeLayer(l);
+    Heads h = Project(layer, rows, positions);
     Tensor heads = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kAll}, scale);
-    rows = FeedForward(*layer, ops::Add(rows, OutputProjection(*layer, heads)));
+    rows = FeedForward(layer, ops::Add(rows, OutputProjection(layer, heads)));
+    if (hooks) rows = hooks->AfterLayer(l, rows);
   }
   return states;
 }
 
 Tensor FamModel::Logits(const Tensor& hidden) const { return ops::Linear(hidden, lm_head_weight()); }
+
+Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& positions,
+                              const Tensor& state, bool state_is_initial,
+                              const std::vector<int64_t>& offsets, Tensor* final_state) const {
+  const AttentionConfig& ac = config_.attention;
+  const int64_t batch = x.size(0), seq = x.size(1), block = ac.block_size;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  const DecoderLayer& layer = *model_->layers[l];
+  Heads h = Project(layer, x, positions);
+  Tensor attn;
+  if (ac.type == AttentionType::kFull) {
+    attn = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kCausal}, scale);
+  } else {
+    std::vector<Tensor> outputs;
+    Tensor s = state;
+    bool s_initial = state_is_initial;
+    for (int64_t start = 0, tau = 0; start < seq; start += block, ++tau) {
+      const int64_t end = std::min(start + block, seq);
+      const int64_t mem_start = std::max<int64_t>(0, tau - ac.memory_segments) * block;
+      Tensor q = ops::Slice(h.q, 2, start, end);
+      Tensor keys = ops::Slice(h.k, 2, mem_start, end);
+      Tensor values = ops::Slice(h.v, 2, mem_start, end);
+      if (s.defined()) {
+        Heads fh = Project(layer, s, StatePositions(batch, start, tau == 0, offsets));
+        outputs.push_back(ops::Attention(q, {fh.k, keys}, {fh.v, values},
+                                         {KeyMask::kAll, KeyMask::kCausal}, scale));
+        s = FamUpdate(layer, s, s_initial, fh, ops::Slice(h.k, 2, start, end),
+                      ops::Slice(h.v, 2, start, end));
+        s_initial = false;
+      } else {
+        outputs.push_back(ops::Attention(q, {keys}, {values}, {KeyMask::kCausal}, scale));
+      }
+    }
+    attn = outputs.size() == 1 ? outputs[0] : ops::Concat(outputs, 2);
+    if (final_state) *final_state = s;
+  }
+  return FeedForward(layer, ops::Add(x, OutputProjection(layer, attn)));
+}
 
 ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& options) const {
   FAM_CHECK(tokens.dim() == 2, "model input must be token ids [batch, T], got ", tokens.Describe());
@@ -180,15 +221,14 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
             "position_offsets has ", options.position_offsets.size(), " entries for batch ", batch);
   const AttentionConfig& ac = config_.attention;
   const bool is_fam = ac.type == AttentionType::kFam;
-  const int64_t block = ac.block_size, f = config_.fam_rows();
-  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  const int64_t f = config_.fam_rows();
   const std::vector<int64_t>& offsets = options.position_offsets;
 
   std::vector<Tensor> state;
   bool state_is_initial = true;
   if (is_fam && f > 0) {
     if (options.initial_state.empty()) {
-      state = InitialFamState(batch, offsets);
+      state = InitialFamState(batch, offsets, options.hooks);
     } else {
       FAM_CHECK(static_cast<int64_t>(options.initial_state.size()) == config_.n_layers,
                 "initial_state has ", options.initial_state.size(), " layers, model has ",
@@ -203,36 +243,12 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
   Tensor x = model_->embed_tokens->Forward(tokens);
   Tensor token_positions = Positions(batch, 0, seq, offsets);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
-    const DecoderLayer& layer = *model_->layers[l];
-    Heads h = Project(layer, x, token_positions);
-    Tensor attn;
-    if (ac.type == AttentionType::kFull) {
-      attn = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kCausal}, scale);
-    } else {
-      std::vector<Tensor> outputs;
-      Tensor s = is_fam && f > 0 ? state[l] : Tensor();
-      bool s_initial = state_is_initial;
-      for (int64_t start = 0, tau = 0; start < seq; start += block, ++tau) {
-        const int64_t end = std::min(start + block, seq);
-        const int64_t mem_start = std::max<int64_t>(0, tau - ac.memory_segments) * block;
-        Tensor q = ops::Slice(h.q, 2, start, end);
-        Tensor keys = ops::Slice(h.k, 2, mem_start, end);
-        Tensor values = ops::Slice(h.v, 2, mem_start, end);
-        if (s.defined()) {
-          Heads fh = Project(layer, s, StatePositions(batch, start, tau == 0, offsets));
-          outputs.push_back(ops::Attention(q, {fh.k, keys}, {fh.v, values},
-                                           {KeyMask::kAll, KeyMask::kCausal}, scale));
-          s = FamUpdate(layer, s, s_initial, fh, ops::Slice(h.k, 2, start, end),
-                        ops::Slice(h.v, 2, start, end));
-          s_initial = false;
-        } else {
-          outputs.push_back(ops::Attention(q, {keys}, {values}, {KeyMask::kCausal}, scale));
-        }
-      }
-      attn = outputs.size() == 1 ? outputs[0] : ops::Concat(outputs, 2);
-      if (s.defined()) result.final_state.push_back(s);
-    }
-    x = FeedForward(layer, ops::Add(x, OutputProjection(layer, attn)));
+    Tensor s = is_fam && f > 0 ? state[l] : Tensor();
+    Tensor final_state;
+    if (options.hooks) options.hooks->BeforeLayer(l);
+    x = LayerForward(l, x, token_positions, s, state_is_initial, offsets, &final_state);
+    if (options.hooks) x = options.hooks->AfterLayer(l, x);
+    if (final_state.defined()) result.final_state.push_back(final_state);
   }
   result.hidden = model_->norm->Forward(x);
   if (options.compute_logits) result.logits = Logits(result.hidden);

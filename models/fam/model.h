@@ -47,6 +47,18 @@ struct FamBackbone : nn::Module {
   FamPrompt* fam = nullptr;  // FAM models only
 };
 
+// Hooks around every use of a decoder layer's parameters in training forward passes. ZeRO-3
+// (framework/dist/sharded_parameters.h) gathers a layer's parameters in BeforeLayer and releases
+// them in AfterLayer, whose returned tensor (an identity of `output`) re-gathers them when backward
+// reaches the layer. `layer` is the index in FamBackbone::layers; a layer may run more than once
+// per forward (the initial-FAM pass, then the sequence).
+class LayerHooks {
+ public:
+  virtual ~LayerHooks() = default;
+  virtual void BeforeLayer(int64_t layer) = 0;
+  virtual Tensor AfterLayer(int64_t layer, const Tensor& output) = 0;
+};
+
 struct ForwardOptions {
   // Per-sequence integer added to every position (Random Position Offset); empty = all 0.
   std::vector<int64_t> position_offsets;
@@ -54,6 +66,9 @@ struct ForwardOptions {
   // from the learned initial FAM. A carried state takes the positions of the initial state (ours).
   std::vector<Tensor> initial_state;
   bool compute_logits = true;
+  // Activation recomputation: keep only each layer's input and recompute the layer in backward.
+  bool recompute = false;
+  LayerHooks* hooks = nullptr;  // not owned; null = none
 };
 
 struct ForwardResult {
@@ -95,7 +110,8 @@ class FamModel : public nn::Module {
   Tensor Loss(const Tensor& logits, const Tensor& targets, const Tensor& weights = Tensor()) const;
 
   // The initial FAM state of every layer (§4): P pushed through the stack alone.
-  std::vector<Tensor> InitialFamState(int64_t batch, const std::vector<int64_t>& offsets) const;
+  std::vector<Tensor> InitialFamState(int64_t batch, const std::vector<int64_t>& offsets,
+                                      LayerHooks* hooks = nullptr) const;
 
   // Streaming inference (no gradients, no training tricks): logits [batch, n, V] of the next n tokens.
   StreamingState NewStreamingState(int64_t batch = 1) const;
@@ -114,6 +130,12 @@ class FamModel : public nn::Module {
   // S_τ from the FAM rows' heads over [S_{τ-1}, block tokens] (FAM_SPEC.md §3).
   Tensor FamUpdate(const DecoderLayer& layer, const Tensor& state, bool state_is_initial,
                    const Heads& fam, const Tensor& block_k, const Tensor& block_v) const;
+  // Decoder layer `l` over the whole sequence x [batch, T, d] (layer input, token positions; for FAM
+  // the state entering the first block). Returns the layer output; *final_state receives the FAM
+  // state after the last block (undefined without FAM).
+  Tensor LayerForward(int64_t l, const Tensor& x, const Tensor& positions, const Tensor& state,
+                      bool state_is_initial, const std::vector<int64_t>& offsets,
+                      Tensor* final_state) const;
   Tensor Positions(int64_t batch, int64_t start, int64_t count,
                    const std::vector<int64_t>& offsets) const;
   Tensor StatePositions(int64_t batch, int64_t block_end, bool initial,
