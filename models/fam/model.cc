@@ -150,25 +150,32 @@ Tensor FamModel::FamUpdate(const DecoderLayer& layer, const Tensor& state, bool 
   return FeedForward(layer, residual);
 }
 
-std::vector<Tensor> FamModel::InitialFamState(int64_t batch, const std::vector<int64_t>& offsets,
-                                              LayerHooks* hooks) const {
+Tensor FamModel::InitialStateLayer(int64_t l, const Tensor& rows, const Tensor& positions) const {
+  const DecoderLayer& layer = *model_->layers[l];
+  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  Heads h = Project(layer, rows, positions);
+  Tensor heads = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kAll}, scale);
+  return FeedForward(layer, ops::Add(rows, OutputProjection(layer, heads)));
+}
+
+Tensor FamModel::InitialStateRows(int64_t batch, const std::vector<int64_t>& offsets,
+                                  Tensor* positions) const {
+  const int64_t f = config_.fam_rows(), d = config_.d_model;
+  // Without per-sequence offsets every sequence has the same initial state: compute it once.
+  const int64_t rows_batch = offsets.empty() ? 1 : batch;
+  *positions = Positions(rows_batch, -f, f, offsets);
+  return ops::Expand(ops::Unsqueeze(model_->fam->embeddings, 0), {rows_batch, f, d});
+}
+
+std::vector<Tensor> FamModel::InitialFamState(int64_t batch,
+                                              const std::vector<int64_t>& offsets) const {
   std::vector<Tensor> states;
   if (config_.fam_rows() == 0 || !model_->fam) return states;
-  const int64_t f = config_.fam_rows(), d = config_.d_model;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
-  // Without per-sequence offsets every sequence has the same initial state: compute it once.
-  const bool shared = offsets.empty();
-  const int64_t rows_batch = shared ? 1 : batch;
-  Tensor rows = ops::Expand(ops::Unsqueeze(model_->fam->embeddings, 0), {rows_batch, f, d});
-  Tensor positions = Positions(rows_batch, -f, f, offsets);
+  Tensor positions;
+  Tensor rows = InitialStateRows(batch, offsets, &positions);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
-    const DecoderLayer& layer = *model_->layers[l];
     states.push_back(rows);
-    if (hooks) hooks->BeforeLayer(l);
-    Heads h = Project(layer, rows, positions);
-    Tensor heads = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kAll}, scale);
-    rows = FeedForward(layer, ops::Add(rows, OutputProjection(layer, heads)));
-    if (hooks) rows = hooks->AfterLayer(l, rows);
+    rows = InitialStateLayer(l, rows, positions);
   }
   return states;
 }
@@ -224,30 +231,35 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
   const int64_t f = config_.fam_rows();
   const std::vector<int64_t>& offsets = options.position_offsets;
 
-  std::vector<Tensor> state;
-  bool state_is_initial = true;
-  if (is_fam && f > 0) {
-    if (options.initial_state.empty()) {
-      state = InitialFamState(batch, offsets, options.hooks);
-    } else {
-      FAM_CHECK(static_cast<int64_t>(options.initial_state.size()) == config_.n_layers,
-                "initial_state has ", options.initial_state.size(), " layers, model has ",
-                config_.n_layers);
-      state = options.initial_state;
-      state_is_initial = false;
-    }
-    for (Tensor& s : state) s = ops::Expand(s, {batch, f, config_.d_model});
+  // FAM state entering each layer: carried in (Random State Passing), or the learned initial FAM
+  // pushed through the stack alone (§4), computed layer by layer alongside the sequence so that
+  // each layer's parameters are used in one place.
+  const bool has_state = is_fam && f > 0;
+  const bool carried = has_state && !options.initial_state.empty();
+  if (carried) {
+    FAM_CHECK(static_cast<int64_t>(options.initial_state.size()) == config_.n_layers,
+              "initial_state has ", options.initial_state.size(), " layers, model has ",
+              config_.n_layers);
   }
+  Tensor init_rows, init_positions;
+  if (has_state && !carried) init_rows = InitialStateRows(batch, offsets, &init_positions);
 
   ForwardResult result;
   Tensor x = model_->embed_tokens->Forward(tokens);
   Tensor token_positions = Positions(batch, 0, seq, offsets);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
-    Tensor s = is_fam && f > 0 ? state[l] : Tensor();
+    Tensor s;
+    if (has_state) {
+      s = ops::Expand(carried ? options.initial_state[l] : init_rows, {batch, f, config_.d_model});
+    }
     Tensor final_state;
     if (options.hooks) options.hooks->BeforeLayer(l);
-    x = LayerForward(l, x, token_positions, s, state_is_initial, offsets, &final_state);
+    x = LayerForward(l, x, token_positions, s, !carried, offsets, &final_state);
     if (options.hooks) x = options.hooks->AfterLayer(l, x);
+    if (has_state && !carried && l + 1 < config_.n_layers) {
+      init_rows = InitialStateLayer(l, init_rows, init_positions);
+      if (options.hooks) init_rows = options.hooks->AfterLayer(l, init_rows);
+    }
     if (final_state.defined()) result.final_state.push_back(final_state);
   }
   result.hidden = model_->norm->Forward(x);

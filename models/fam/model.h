@@ -51,7 +51,8 @@ struct FamBackbone : nn::Module {
 // (framework/dist/sharded_parameters.h) gathers a layer's parameters in BeforeLayer and releases
 // them in AfterLayer, whose returned tensor (an identity of `output`) re-gathers them when backward
 // reaches the layer. `layer` is the index in FamBackbone::layers; a layer may run more than once
-// per forward (the initial-FAM pass, then the sequence).
+// per forward: AfterLayer is then called for each of its outputs (the sequence, then the
+// initial-FAM rows of the next layer).
 class LayerHooks {
  public:
   virtual ~LayerHooks() = default;
@@ -110,8 +111,7 @@ class FamModel : public nn::Module {
   Tensor Loss(const Tensor& logits, const Tensor& targets, const Tensor& weights = Tensor()) const;
 
   // The initial FAM state of every layer (§4): P pushed through the stack alone.
-  std::vector<Tensor> InitialFamState(int64_t batch, const std::vector<int64_t>& offsets,
-                                      LayerHooks* hooks = nullptr) const;
+  std::vector<Tensor> InitialFamState(int64_t batch, const std::vector<int64_t>& offsets) const;
 
   // Streaming inference (no gradients, no training tricks): logits [batch, n, V] of the next n tokens.
   StreamingState NewStreamingState(int64_t batch = 1) const;
@@ -130,6 +130,11 @@ class FamModel : public nn::Module {
   // S_τ from the FAM rows' heads over [S_{τ-1}, block tokens] (FAM_SPEC.md §3).
   Tensor FamUpdate(const DecoderLayer& layer, const Tensor& state, bool state_is_initial,
                    const Heads& fam, const Tensor& block_k, const Tensor& block_v) const;
+  // The learned initial FAM rows [1 or batch, F, d] and their positions (§4).
+  Tensor InitialStateRows(int64_t batch, const std::vector<int64_t>& offsets,
+                          Tensor* positions) const;
+  // Layer `l` of the initial-state pass: FAM rows attending to themselves only.
+  Tensor InitialStateLayer(int64_t l, const Tensor& rows, const Tensor& positions) const;
   // Decoder layer `l` over the whole sequence x [batch, T, d] (layer input, token positions; for FAM
   // the state entering the first block). Returns the layer output; *final_state receives the FAM
   // state after the last block (undefined without FAM).
