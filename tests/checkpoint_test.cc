@@ -7,14 +7,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <barrier>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "framework/io/atomic_file.h"
+#include "framework/io/safetensors.h"
 #include "gtest/gtest.h"
 
 namespace fam::io {
@@ -497,6 +501,219 @@ TEST_F(CheckpointTest, SaveAsyncErrorIsReturnedByTheNextCall) {
             std::string::npos)
       << status;
   EXPECT_TRUE(manager.Wait().ok());
+}
+
+// Sharded checkpoints: `size` threads play the ranks of a job; all_gather goes through shared
+// slots and a barrier.
+class ThreadGroup {
+ public:
+  explicit ThreadGroup(int size) : size_(size), slots_(size), barrier_(size) {}
+
+  ShardGroup Member(int rank) {
+    ShardGroup group;
+    group.rank = rank;
+    group.size = size_;
+    group.all_gather = [this, rank](const std::string& mine) {
+      slots_[rank] = mine;
+      barrier_.arrive_and_wait();
+      std::vector<std::string> all = slots_;
+      barrier_.arrive_and_wait();  // nobody overwrites a slot before everyone has read it
+      return all;
+    };
+    return group;
+  }
+
+  // fn(rank) on one thread per rank; their statuses in rank order.
+  std::vector<absl::Status> Run(const std::function<absl::Status(int)>& fn) {
+    std::vector<absl::Status> out(size_);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < size_; ++r) threads.emplace_back([&, r] { out[r] = fn(r); });
+    for (std::thread& t : threads) t.join();
+    return out;
+  }
+
+ private:
+  int size_;
+  std::vector<std::string> slots_;
+  std::barrier<> barrier_;
+};
+
+// What rank `rank` of 2 owns of MakeData(step): rank 0 the embedding, the step counter and m;
+// rank 1 the other weights and v. Extra tensors and trainer state are rank 0's to write.
+CheckpointData ShardOf(int64_t step, int rank) {
+  CheckpointData all = MakeData(step);
+  CheckpointData d = all;
+  d.sharding = "zero1";
+  const Tensor v = Tensor::FromVector({0.5, 0.25 * static_cast<double>(step)}, {2});
+  if (rank == 0) {
+    d.model = {all.model[0]};
+    d.optimizer = {all.optimizer[0], all.optimizer[1]};
+  } else {
+    d.model = {all.model[1], all.model[2]};
+    d.optimizer = {{"adam.v", v}};
+    d.extra.clear();
+    d.trainer_state = {{"ignored", true}};
+  }
+  return d;
+}
+
+// The whole of what the two ranks saved, as one unsharded checkpoint would hold it.
+CheckpointData ShardedWhole(int64_t step) {
+  CheckpointData d = MakeData(step);
+  d.optimizer.emplace_back("adam.v", ShardOf(step, 1).optimizer[0].second);
+  return d;
+}
+
+class ShardedCheckpointTest : public CheckpointTest {
+ protected:
+  std::vector<absl::Status> SaveSharded(
+      int64_t step, const std::function<void(int, CheckpointData*)>& edit = nullptr) {
+    ThreadGroup group(2);
+    return group.Run([&](int rank) {
+      CheckpointManager manager(Options(/*keep_last=*/100));
+      CheckpointData data = ShardOf(step, rank);
+      if (edit) edit(rank, &data);
+      return manager.SaveSharded(data, group.Member(rank));
+    });
+  }
+  std::set<std::string> FilesOf(int64_t step) const {
+    std::set<std::string> files;
+    for (const auto& entry : fs::directory_iterator(PathOf(step)))
+      files.insert(entry.path().filename().string());
+    return files;
+  }
+};
+
+TEST_F(ShardedCheckpointTest, EachRankWritesItsShardAndLoadingMergesThem) {
+  for (const absl::Status& s : SaveSharded(4)) ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(*ReadFile(dir_ + "/latest"), "step-00000004\n");
+  EXPECT_FALSE(HasTempEntries());
+  EXPECT_EQ(FilesOf(4),
+            (std::set<std::string>{"model-rank-0-of-2.safetensors", "model-rank-1-of-2.safetensors",
+                                   "optimizer-rank-0-of-2.safetensors",
+                                   "optimizer-rank-1-of-2.safetensors", "state.safetensors",
+                                   "trainer_state.json", "manifest.json"}));
+  // Each shard holds exactly what its rank owns.
+  auto names_in = [&](const std::string& file) {
+    absl::StatusOr<std::unique_ptr<SafetensorsFile>> f =
+        SafetensorsFile::Open(PathOf(4) + "/" + file);
+    EXPECT_TRUE(f.ok()) << f.status();
+    return f.ok() ? (*f)->names() : std::vector<std::string>();
+  };
+  EXPECT_EQ(names_in("model-rank-1-of-2.safetensors"),
+            (std::vector<std::string>{"model.norm.weight", "transposed"}));
+  EXPECT_EQ(names_in("optimizer-rank-1-of-2.safetensors"), (std::vector<std::string>{"adam.v"}));
+  EXPECT_EQ(names_in("optimizer-rank-0-of-2.safetensors"),
+            (std::vector<std::string>{"adam.m", "adam.step"}));
+
+  nlohmann::json manifest = nlohmann::json::parse(*ReadFile(PathOf(4) + "/manifest.json"));
+  EXPECT_EQ(manifest["world_size"], 2);
+  EXPECT_EQ(manifest["shards"], (nlohmann::json{{"world_size", 2}, {"zero", "zero1"}}));
+  EXPECT_EQ(manifest["files"].size(), 6u);
+  for (const auto& [name, entry] : manifest["files"].items())
+    EXPECT_EQ(entry["size"].get<uint64_t>(), fs::file_size(PathOf(4) + "/" + name)) << name;
+
+  absl::StatusOr<LoadedCheckpoint> loaded = LoadCheckpoint(PathOf(4));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->shard_files, 4);
+  ExpectMatches(ShardedWhole(4), *loaded);  // rank 0's trainer state and extra tensors
+
+  // The collective verification (hashing split between the ranks) agrees on every rank.
+  ThreadGroup group(2);
+  for (const absl::Status& s :
+       group.Run([&](int rank) { return VerifyCheckpoint(PathOf(4), group.Member(rank)); }))
+    EXPECT_TRUE(s.ok()) << s;
+}
+
+TEST_F(ShardedCheckpointTest, CorruptOrMissingShardIsNamedAndThePreviousOneIsUsed) {
+  for (const absl::Status& s : SaveSharded(1)) ASSERT_TRUE(s.ok()) << s;
+  for (const absl::Status& s : SaveSharded(2)) ASSERT_TRUE(s.ok()) << s;
+  // Every file in turn, flipped: each rank of a collective check reports it, whichever rank hashed
+  // it; then deleted.
+  for (const std::string file : {"model-rank-0-of-2.safetensors", "model-rank-1-of-2.safetensors",
+                                 "optimizer-rank-1-of-2.safetensors"}) {
+    SCOPED_TRACE(file);
+    const std::string path = PathOf(2) + "/" + file;
+    FlipByte(path, 3);
+    absl::Status single = VerifyCheckpoint(PathOf(2));
+    EXPECT_EQ(single.code(), absl::StatusCode::kDataLoss) << single;
+    EXPECT_NE(single.message().find(file), std::string::npos) << single;
+    ThreadGroup group(2);
+    std::vector<std::string> warnings[2];
+    std::vector<absl::StatusOr<std::string>> latest(2, absl::UnknownError(""));
+    group.Run([&](int rank) {
+      CheckpointManager manager(Options());
+      const ShardGroup member = group.Member(rank);
+      absl::Status s = VerifyCheckpoint(PathOf(2), member);
+      EXPECT_EQ(s, single);
+      latest[rank] =
+          manager.LatestValid([&](const std::string& w) { warnings[rank].push_back(w); }, &member);
+      return absl::OkStatus();
+    });
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_TRUE(latest[r].ok()) << latest[r].status();
+      EXPECT_EQ(*latest[r], PathOf(1));
+      ASSERT_EQ(warnings[r].size(), 1u);
+      EXPECT_NE(warnings[r][0].find(file), std::string::npos) << warnings[r][0];
+    }
+    absl::StatusOr<LoadedCheckpoint> loaded = LoadCheckpoint(PathOf(2));
+    EXPECT_FALSE(loaded.ok());
+    EXPECT_NE(loaded.status().message().find(file), std::string::npos) << loaded.status();
+    FlipByte(path, 3);  // restored
+    ASSERT_TRUE(VerifyCheckpoint(PathOf(2)).ok());
+  }
+  fs::remove(PathOf(2) + "/optimizer-rank-1-of-2.safetensors");
+  absl::Status missing = VerifyCheckpoint(PathOf(2));
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
+  EXPECT_NE(missing.message().find("optimizer-rank-1-of-2.safetensors (listed in manifest.json) "
+                                   "is missing"),
+            std::string::npos)
+      << missing;
+  absl::StatusOr<LoadedCheckpoint> previous = LoadCheckpoint(PathOf(1));
+  ASSERT_TRUE(previous.ok()) << previous.status();
+  ExpectMatches(ShardedWhole(1), *previous);
+}
+
+TEST_F(ShardedCheckpointTest, OneRanksFailureFailsEveryRankAndKeepsThePreviousCheckpoint) {
+  for (const absl::Status& s : SaveSharded(1)) ASSERT_TRUE(s.ok()) << s;
+  // Rank 1 cannot write its model shard (a duplicate tensor name).
+  std::vector<absl::Status> failed = SaveSharded(2, [](int rank, CheckpointData* d) {
+    if (rank == 1) d->model.push_back(d->model[0]);
+  });
+  for (const absl::Status& s : failed) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_EQ(s.message().substr(0, 8), "rank 1: ") << s;
+    EXPECT_NE(s.message().find("model-rank-1-of-2.safetensors"), std::string::npos) << s;
+  }
+  EXPECT_EQ(failed[0], failed[1]);
+  EXPECT_FALSE(fs::exists(PathOf(2)));
+  EXPECT_FALSE(HasTempEntries());
+  EXPECT_EQ(*ReadFile(dir_ + "/latest"), "step-00000001\n");
+  EXPECT_TRUE(VerifyCheckpoint(PathOf(1)).ok());
+  // Rank 0 refuses before anything is written (world_size disagrees with the group).
+  failed = SaveSharded(3, [](int rank, CheckpointData* d) {
+    if (rank == 0) d->world_size = 3;
+  });
+  for (const absl::Status& s : failed) {
+    EXPECT_EQ(s.message().substr(0, 8), "rank 0: ") << s;
+  }
+  EXPECT_FALSE(fs::exists(PathOf(3)));
+  EXPECT_FALSE(HasTempEntries());
+}
+
+TEST_F(ShardedCheckpointTest, ATensorInTwoShardsIsAnErrorNamingBoth) {
+  for (const absl::Status& s : SaveSharded(5, [](int rank, CheckpointData*d) {
+         if (rank == 1) d->model.push_back({"model.embed_tokens.weight", d->model[0].second});
+       })) {
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  absl::StatusOr<LoadedCheckpoint> loaded = LoadCheckpoint(PathOf(5));
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kDataLoss) << loaded.status();
+  EXPECT_NE(loaded.status().message().find("'model.embed_tokens.weight' is in both "
+                                           "model-rank-0-of-2.safetensors and "
+                                           "model-rank-1-of-2.safetensors"),
+            std::string::npos)
+      << loaded.status();
 }
 
 }  // namespace

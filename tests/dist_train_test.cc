@@ -1,6 +1,6 @@
 // Data-parallel training end to end: `mpirun -np 2 fam train` against `fam train` in one process on
-// the same global batch (plain all-reduce and ZeRO-1, AdamW and Adafactor), resume with another
-// world size, and the refusals (global batch not divisible by the world, zero2). Skipped when
+// the same global batch (plain all-reduce and ZeRO-1/2/3, AdamW and Adafactor), resume with another
+// world size, and the refusal of a global batch not divisible by the world. Skipped when
 // mpirun is not installed. ctest passes FAM_MPIRUN; OMPI_ALLOW_RUN_AS_ROOT* are set here too.
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "framework/data/token_shard.h"
@@ -178,7 +179,10 @@ TEST_F(DistTrainTest, TwoRanksMatchOneProcessOnTheSameGlobalBatch) {
     std::string name, optimizer, zero;
   };
   for (const Case& c : {Case{"adamw", "adamw", "none"}, Case{"adamw_zero1", "adamw", "zero1"},
-                        Case{"adafactor_zero1", "adafactor", "zero1"}}) {
+                        Case{"adafactor_zero1", "adafactor", "zero1"},
+                        Case{"adamw_zero2", "adamw", "zero2"},
+                        Case{"adamw_zero3", "adamw", "zero3"},
+                        Case{"adafactor_zero3", "adafactor", "zero3"}}) {
     SCOPED_TRACE(c.name);
     const std::string single = "one_" + c.optimizer;
     if (!fs::exists(dir_ / "runs" / single)) {
@@ -190,6 +194,11 @@ TEST_F(DistTrainTest, TwoRanksMatchOneProcessOnTheSameGlobalBatch) {
     ASSERT_EQ(two.exit_code, 0) << two.output;
     EXPECT_NE(two.output.find("distributed: 2 ranks (mpi"), std::string::npos) << two.output;
     EXPECT_NE(two.output.find("memory per rank"), std::string::npos) << two.output;
+    if (c.zero == "zero2" || c.zero == "zero3") {
+      EXPECT_NE(two.output.find("zero: " + c.zero + " ("), std::string::npos) << two.output;
+      EXPECT_NE(two.output.find("zero: peak memory"), std::string::npos) << two.output;
+    }
+    if (getenv("FAM_SHOW_DIST_OUTPUT")) std::cout << two.output;
     ExpectSameLosses(single, c.name);
     io::LoadedCheckpoint a = Final(single), b = Final(c.name);
     EXPECT_EQ(b.world_size, 2);
@@ -222,16 +231,101 @@ TEST_F(DistTrainTest, ResumeWithAnotherWorldSizeContinuesTheSameRun) {
   ExpectClose(Final("straight").model, Final("one_then_two").model, 1e-5, 1e-5);
 }
 
-TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatchAndZero2) {
+// The files of a checkpoint directory.
+std::set<std::string> FilesIn(const fs::path& dir) {
+  std::set<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir)) files.insert(entry.path().filename());
+  return files;
+}
+
+TEST_F(DistTrainTest, ShardedCheckpointsResumeOnAnyWorldSize) {
+  // A global batch of 12 divides among 1, 2 and 3 ranks; validation every 4 steps, where the runs
+  // below stop.
+  const std::string batch = "trainer.global_batch=12", zero1 = "distributed.zero=zero1",
+                    eval = "trainer.eval_interval=4";
+  RunOutput straight = Train(0, "straight12", {batch, eval});
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  // ZeRO-1 on 2 ranks to step 4: one model and one optimizer shard per rank, written by each rank
+  // (nothing gathered to rank 0: no unsharded model/optimizer file).
+  RunOutput first = Train(2, "sharded", {batch, eval, zero1, "trainer.steps=4"});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const fs::path step4 = dir_ / "runs" / "sharded" / "checkpoints" / "step-00000004";
+  EXPECT_EQ(FilesIn(step4),
+            (std::set<std::string>{"model-rank-0-of-2.safetensors", "model-rank-1-of-2.safetensors",
+                                   "optimizer-rank-0-of-2.safetensors",
+                                   "optimizer-rank-1-of-2.safetensors", "state.safetensors",
+                                   "trainer_state.json", "manifest.json"}));
+  std::ifstream manifest_in(step4 / "manifest.json");
+  const nlohmann::json manifest = nlohmann::json::parse(manifest_in);
+  EXPECT_EQ(manifest["shards"], (nlohmann::json{{"world_size", 2}, {"zero", "zero1"}}));
+  io::LoadedCheckpoint at4 = Final("sharded");
+  EXPECT_EQ(at4.shard_files, 4);
+  // The merged shards are the whole model and optimizer state of the straight run's shape.
+  io::LoadedCheckpoint whole = Final("straight12");
+  EXPECT_EQ(at4.model.size(), whole.model.size());
+  EXPECT_EQ(at4.optimizer.size(), whole.optimizer.size());
+  // Resumed on 3 ranks (resharded: another owner for each parameter) to step 8, sharded again.
+  RunOutput second = Train(3, "sharded", {batch, eval, zero1, "trainer.steps=8"});
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("saved with 2 ranks, now 3"), std::string::npos) << second.output;
+  const fs::path step8 = dir_ / "runs" / "sharded" / "checkpoints" / "step-00000008";
+  EXPECT_EQ(FilesIn(step8).count("optimizer-rank-2-of-3.safetensors"), 1u);
+  // `fam export` reads the weights from every model shard.
+  RunOutput exported = RunCommand(FamBinary() + " export --checkpoint " + step8.string() +
+                                  " --out " + (dir_ / "exported.safetensors").string());
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  // Then in one process (unsharded) to the end: the same losses as the straight run.
+  RunOutput third = Train(0, "sharded", {batch, eval});
+  ASSERT_EQ(third.exit_code, 0) << third.output;
+  EXPECT_NE(third.output.find("saved with 3 ranks, now 1"), std::string::npos) << third.output;
+  EXPECT_EQ(FilesIn(dir_ / "runs" / "sharded" / "checkpoints" / "step-00000012")
+                .count("model.safetensors"),
+            1u);
+  ExpectSameLosses("straight12", "sharded");
+  io::LoadedCheckpoint end = Final("sharded");
+  ExpectClose(whole.model, end.model, 1e-5, 1e-5);
+  ExpectClose(whole.optimizer, end.optimizer, 1e-6, 1e-4);
+  // Unsharded (one process) to step 8, then ZeRO-1 on 3 ranks from that checkpoint.
+  RunOutput fourth = Train(0, "unsharded_then_sharded", {batch, eval, "trainer.steps=8"});
+  ASSERT_EQ(fourth.exit_code, 0) << fourth.output;
+  RunOutput fifth = Train(3, "unsharded_then_sharded", {batch, eval, zero1});
+  ASSERT_EQ(fifth.exit_code, 0) << fifth.output;
+  ExpectSameLosses("straight12", "unsharded_then_sharded");
+  io::LoadedCheckpoint sharded_end = Final("unsharded_then_sharded");
+  EXPECT_EQ(sharded_end.shard_files, 6);
+  ExpectClose(whole.model, sharded_end.model, 1e-5, 1e-5);
+  ExpectClose(whole.optimizer, sharded_end.optimizer, 1e-6, 1e-4);
+  // ZeRO-3 (each rank holds only its own parameters) on 2 ranks to step 4, then one process.
+  RunOutput zero3 = Train(2, "zero3_then_one", {batch, eval, "distributed.zero=zero3",
+                                                "trainer.steps=4"});
+  ASSERT_EQ(zero3.exit_code, 0) << zero3.output;
+  EXPECT_EQ(Final("zero3_then_one").shard_files, 4);
+  RunOutput zero3_resumed = Train(0, "zero3_then_one", {batch, eval});
+  ASSERT_EQ(zero3_resumed.exit_code, 0) << zero3_resumed.output;
+  ExpectSameLosses("straight12", "zero3_then_one");
+  ExpectClose(whole.model, Final("zero3_then_one").model, 1e-5, 1e-5);
+}
+
+TEST_F(DistTrainTest, Zero3CheckpointResumesWithoutSharding) {
+  RunOutput straight = Train(0, "straight_z3");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  // ZeRO-3 on 2 ranks to step 6 (each rank saves the parameters it owns), then one process.
+  RunOutput first = Train(2, "z3_then_one", {"trainer.steps=6", "distributed.zero=zero3"});
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  RunOutput second = Train(0, "z3_then_one");
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_NE(second.output.find("saved with 2 ranks, now 1"), std::string::npos) << second.output;
+  ExpectSameLosses("straight_z3", "z3_then_one");
+  ExpectClose(Final("straight_z3").model, Final("z3_then_one").model, 1e-5, 1e-5);
+}
+
+TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatch) {
   RunOutput three = Train(3, "three");
   EXPECT_EQ(three.exit_code, 2) << three.output;
   EXPECT_NE(three.output.find("trainer.global_batch 8 is not a multiple of world size 3"),
             std::string::npos)
       << three.output;
   EXPECT_FALSE(fs::exists(dir_ / "runs" / "three" / "metrics.jsonl"));
-  RunOutput zero2 = Train(2, "zero2", {"distributed.zero=zero2"});
-  EXPECT_EQ(zero2.exit_code, 2) << zero2.output;
-  EXPECT_NE(zero2.output.find("zero2 is not implemented yet"), std::string::npos) << zero2.output;
 }
 
 }  // namespace

@@ -288,6 +288,20 @@ TEST(Passkey, PromptWithByteCodec) {
   EXPECT_GE(keys.size(), 7u);
   EXPECT_GE(depths.size(), 4u);
 
+  // max_depth: the same keys, every key in the first quarter of the filler, so most of the
+  // prompt (here at least 22 of 30 filler repetitions of 90 bytes) lies after the key.
+  int64_t deepest = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    PasskeyPrompt full = *BuildPasskeyPrompt(codec, 3000, 1, trial);
+    PasskeyPrompt near = *BuildPasskeyPrompt(codec, 3000, 1, trial, -1, 0.25);
+    CheckPrompt(codec, near, 3000);
+    EXPECT_EQ(near.key, full.key);
+    EXPECT_LE(near.units_before, std::llround(0.25 * near.filler_units)) << trial;
+    EXPECT_GE(static_cast<int64_t>(near.tokens.size()) - near.key_end, 22 * 90) << trial;
+    deepest = std::max(deepest, full.units_before);
+  }
+  EXPECT_GT(deepest, 20);  // without max_depth keys do come close to the question
+
   absl::StatusOr<PasskeyPrompt> short_prompt = BuildPasskeyPrompt(codec, 50, 0, 0);
   EXPECT_EQ(short_prompt.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(short_prompt.status().message().find("50 tokens"), std::string::npos);

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "framework/data/token_shard.h"
+#include "framework/data/weight_shard.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
 #include "tests/gradcheck.h"
@@ -140,6 +141,54 @@ TEST_F(TrainerTest, GradientAccumulationMatchesOneBigBatch) {
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i].second, b[i].second, 1e-5) << i;
+}
+
+TEST_F(TrainerTest, WeightedGradientAccumulationMatchesOneBigBatch) {
+  // Loss weights in long runs of weight 1 and 0.02 (explicit classes), so the micro-batches of a
+  // step carry very different weight sums; the step's loss and gradient must still be those of
+  // one batch holding them all (each micro-batch counts by its weight, not equally).
+  const std::string shard = (dir_ / "train-00000.bin").string();
+  absl::StatusOr<data::TokenShard> opened = data::TokenShard::Open(shard);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::vector<uint8_t> codes(opened->size());
+  for (size_t p = 0; p < codes.size(); ++p)
+    codes[p] = data::kLossClassFirstExplicit + ((p / 45) % 3 == 0 ? 0 : 1);
+  ASSERT_TRUE(data::WriteWeightShard(data::WeightShardPath(shard), codes,
+                                     {0.0f, 0.0f, 1.0f, 0.1f, 1.0f, 0.02f}, opened->checksum())
+                  .ok());
+  const std::vector<std::string> common = {"trainer.steps=3", "model.training.state_passing_prob=0",
+                                           "trainer.eval_interval=0"};
+  std::vector<std::string> one = common, two = common;
+  one.push_back("trainer.micro_batch=4");
+  two.push_back("trainer.micro_batch=1");
+  ASSERT_TRUE(RunTraining(Config("whole", one)).ok());
+  ASSERT_TRUE(RunTraining(Config("micro1", two)).ok());
+  auto read = [&](const std::string& name, const char* key) {
+    std::ifstream in(dir_ / "runs" / name / "metrics.jsonl");
+    std::vector<double> out;
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j["kind"] == "train") out.push_back(j[key].get<double>());
+    }
+    return out;
+  };
+  for (const char* key : {"loss", "grad_norm"}) {
+    std::vector<double> a = read("whole", key), b = read("micro1", key);
+    ASSERT_EQ(a.size(), 3u);
+    ASSERT_EQ(b.size(), 3u);
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * a[i]) << key << " " << i;
+  }
+}
+
+TEST_F(TrainerTest, RecomputeGivesTheSameLosses) {
+  // Activation recomputation changes what is kept, not what is computed (state passing and
+  // position offsets on, two micro-batches): the losses are bit-identical.
+  ASSERT_TRUE(RunTraining(Config("keep", {"trainer.steps=4"})).ok());
+  ASSERT_TRUE(RunTraining(Config("recompute", {"trainer.steps=4", "trainer.recompute=true"})).ok());
+  auto a = Losses("keep"), b = Losses("recompute");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].second, b[i].second) << i;
 }
 
 TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {

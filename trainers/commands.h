@@ -31,6 +31,7 @@ Command ImportCommand();
 Command ExportCommand();
 Command SweepCommand();
 Command NightlyCommand();
+Command PlanCommand();
 std::vector<Command> AllCommands();
 
 // Reads whitespace-separated token ids; errors name the bad token and its index.

@@ -382,12 +382,15 @@ int64_t PasskeyFillerTokens(const TextCodec& codec) {
 }
 
 absl::StatusOr<PasskeyPrompt> BuildPasskeyPrompt(const TextCodec& codec, int64_t context_tokens,
-                                                 uint64_t seed, int64_t trial, double depth) {
+                                                 uint64_t seed, int64_t trial, double depth,
+                                                 double max_depth) {
   const std::array<uint32_t, 4> draw = Philox(
       seed, kPasskeyStream + static_cast<uint64_t>(context_tokens), static_cast<uint64_t>(trial));
   PasskeyPrompt out;
   out.key = 10000 + static_cast<int64_t>(draw[0] % 90000);
-  if (depth < 0) depth = static_cast<double>(draw[1]) / 4294967296.0;
+  if (depth < 0) {
+    depth = std::clamp(max_depth, 0.0, 1.0) * (static_cast<double>(draw[1]) / 4294967296.0);
+  }
   depth = std::min(depth, 1.0);
 
   const PasskeyParts p = EncodeParts(codec);
@@ -467,7 +470,8 @@ absl::StatusOr<std::vector<PasskeyLengthResult>> RunPasskey(
     Stopwatch clock;
     int64_t tokens = 0, correct = 0;
     for (int64_t trial = 0; trial < options.trials; ++trial) {
-      absl::StatusOr<PasskeyPrompt> prompt = BuildPasskeyPrompt(codec, length, options.seed, trial);
+      absl::StatusOr<PasskeyPrompt> prompt = BuildPasskeyPrompt(codec, length, options.seed, trial,
+                                                                  /*depth=*/-1, options.max_depth);
       if (!prompt.ok()) return prompt.status();
       PasskeyTrial result;
       result.key = prompt->key;
@@ -580,6 +584,9 @@ void VisitSuite(YamlReader& r, EvalSuite* s) {
         p.Get("seed", &s->passkey.seed, 0, "seed of the keys and their depths");
         p.Get("chunk", &s->passkey.chunk, 0,
               "prompt tokens per streaming call; 0 = the block size");
+        p.Get("max_depth", &s->passkey.max_depth, InRange(0, 1),
+              "key depths drawn in [0, max_depth]; below 1 keeps every key at least "
+              "(1 - max_depth) x length tokens before the question");
       },
       "PassKey retrieval (FAM_SPEC.md section 8)");
   r.Get("plots", &s->plots, "write PNG plots (gnuplot)");
@@ -1036,6 +1043,7 @@ absl::StatusOr<EvalReport> RunEval(const EvalRequest& request, std::ostream& log
                                                          : 8;
     po.seed = static_cast<uint64_t>(suite.passkey.seed);
     po.chunk = suite.passkey.chunk;
+    po.max_depth = suite.passkey.max_depth;
     if (lm->tokenizer.empty()) {
       log << "passkey: no tokenizer (data.tokenizer or --tokenizer): skipped" << std::endl;
     } else {

@@ -147,11 +147,12 @@ struct PasskeyPrompt {
 };
 
 // The prompt for a target length in tokens: intro, filler with the key sentence at depth `depth`
-// (in [0, 1]; negative: a Philox draw), the question. The key and the random depth are drawn from
-// (seed, kPasskeyStream + context_tokens, trial). The length is within one filler repetition
+// (in [0, 1]; negative: a Philox draw in [0, max_depth]), the question. The key and the random
+// depth are drawn from (seed, kPasskeyStream + context_tokens, trial). The length is within one filler repetition
 // below the target; a target shorter than the prompt without filler is an InvalidArgument.
 absl::StatusOr<PasskeyPrompt> BuildPasskeyPrompt(const TextCodec& codec, int64_t context_tokens,
-                                                 uint64_t seed, int64_t trial, double depth = -1);
+                                                 uint64_t seed, int64_t trial, double depth = -1,
+                                                 double max_depth = 1.0);
 // Shortest prompt (no filler) and tokens per filler repetition for this codec.
 int64_t MinPasskeyTokens(const TextCodec& codec);
 int64_t PasskeyFillerTokens(const TextCodec& codec);
@@ -163,7 +164,8 @@ struct PasskeyOptions {
   int64_t trials = 10;
   int64_t max_new_tokens = 8;
   uint64_t seed = 0;
-  int64_t chunk = 0;  // prompt tokens per ForwardStreaming call (0: DefaultChunk)
+  int64_t chunk = 0;       // prompt tokens per ForwardStreaming call (0: DefaultChunk)
+  double max_depth = 1.0;  // key depths drawn in [0, max_depth] (0: the start of the filler)
 };
 
 struct PasskeyTrial {
@@ -221,7 +223,8 @@ struct EvalSuite {
     int64_t trials = 0;            // 0 = the run's eval.passkey_trials
     int64_t max_new_tokens = 0;    // 0 = the run's eval.max_new_tokens (8 without a run)
     int64_t seed = 0;
-    int64_t chunk = 0;  // 0 = the block size
+    int64_t chunk = 0;       // 0 = the block size
+    double max_depth = 1.0;  // key depths in [0, max_depth]: < 1 keeps keys far from the question
   } passkey;
   bool plots = true;  // PNG plots through scripts/plot_report.sh (needs gnuplot)
 };

@@ -1,5 +1,6 @@
 #include "trainers/finetune.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -223,6 +224,22 @@ std::optional<data::RoleWeights> LoaderRoleWeights(const RunConfig& config) {
   weights.answer = config.finetune.loss_weights.answer;
   weights.repeat = config.finetune.loss_weights.repeat;
   return weights;
+}
+
+double LossWeight(const Tensor& targets, const Tensor& weights) {
+  const std::vector<int64_t> t = targets.ToInts();
+  if (!weights.defined()) {
+    return static_cast<double>(
+        std::count_if(t.begin(), t.end(), [](int64_t x) { return x != -100; }));
+  }
+  FAM_CHECK(weights.numel() == targets.numel(), "LossWeight: weights ", weights.Describe(),
+            " do not match targets ", targets.Describe());
+  const std::vector<double> w = weights.ToDoubles();
+  double total = 0;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (t[i] != -100) total += w[i];
+  }
+  return total;
 }
 
 nlohmann::json CheckpointLoraState(const FamModel& model, const RunConfig& config) {

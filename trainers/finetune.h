@@ -70,6 +70,13 @@ std::vector<NamedParameter> TrainableParameters(const FamModel& model, const Opt
 // otherwise (the weight shards' own weights apply).
 std::optional<data::RoleWeights> LoaderRoleWeights(const RunConfig& config);
 
+// The total loss weight of a (micro-)batch: the sum of `weights` over the targets that are not
+// -100, or the count of those targets when `weights` is undefined (FamModel::Loss's normaliser).
+// The training loop scales each micro-batch's weighted-mean loss by world x LossWeight / (the total
+// of every micro-batch of every rank), so a step's gradient is that of one batch holding them all
+// (the gradient reducer averages over ranks) however the weights fall into micro-batches.
+double LossWeight(const Tensor& targets, const Tensor& weights);
+
 // What adapter-only checkpoints of this model record in trainer_state["lora"]: LoraMetadata(model,
 // finetune.base_weights) as a JSON object of strings; null for a model without adapters (full
 // checkpoints). Hashes every base value: compute it once, after BuildModelForRun.

@@ -23,6 +23,7 @@
 #include "framework/dist/communicator.h"
 #include "framework/dist/env.h"
 #include "framework/dist/grad_reducer.h"
+#include "framework/dist/sharded_parameters.h"
 #include "framework/dist/zero_optimizer.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/checkpoint.h"
@@ -106,6 +107,19 @@ std::vector<std::string> ChangedKeys(const std::string& old_yaml, const std::str
   return changed;
 }
 
+// ZeRO-3: the model's layer hooks drive the unit gathers (units = decoder layers, then the root).
+class ZeroLayerHooks : public LayerHooks {
+ public:
+  explicit ZeroLayerHooks(dist::ShardedParameters* sharding) : sharding_(sharding) {}
+  void BeforeLayer(int64_t layer) override { sharding_->BeforeUnit(static_cast<int>(layer)); }
+  Tensor AfterLayer(int64_t layer, const Tensor& output) override {
+    return sharding_->AfterUnit(static_cast<int>(layer), output);
+  }
+
+ private:
+  dist::ShardedParameters* sharding_;
+};
+
 class Trainer {
  public:
   explicit Trainer(const RunConfig& config) : config_(config) {}
@@ -121,8 +135,15 @@ class Trainer {
   absl::Status SetupRun();
   void ReportDistributed();
   absl::Status MaybeResume();
-  absl::Status SaveCheckpoint(bool final_save);                                     // collective
-  absl::Status WriteCheckpoint(io::NamedTensors optimizer_state, bool final_save);  // rank 0
+  absl::Status SaveCheckpoint(bool final_save);  // collective
+  // Everything but the optimizer state; model: every tensor, or (owned_only) those this rank owns.
+  io::CheckpointData MakeCheckpointData(bool owned_only) const;
+  absl::Status WriteCheckpoint(io::CheckpointData data, bool final_save);  // unsharded: rank 0
+  // ZeRO with several ranks: each rank writes the weights and optimizer state it owns.
+  bool sharded_checkpoints() const {
+    return world_ > 1 && config_.distributed.zero != ZeroStage::kNone;
+  }
+  io::ShardGroup CheckpointGroup() const;
   absl::StatusOr<double> Validate();
   // One optimizer step; returns false in *applied when it was skipped (non-finite loss/grads).
   absl::Status TrainStep(double* loss, double* grad_norm, bool* applied);
@@ -134,7 +155,19 @@ class Trainer {
   // Data parallelism (world_ == 1: comm_ is the local communicator and there is no reducer).
   std::shared_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::GradReducer> reducer_;
-  dist::Zero1Optimizer* zero_ = nullptr;  // optimizer_ when distributed.zero = zero1
+  dist::Zero1Optimizer* zero_ = nullptr;  // optimizer_ when distributed.zero = zero1/2/3
+  // ZeRO-2/3: gradient (and ZeRO-3 parameter) sharding by units; hooks_ when parameters are sharded.
+  std::unique_ptr<dist::ShardedParameters> sharding_;
+  std::unique_ptr<ZeroLayerHooks> hooks_;
+  void SetupSharding();
+  void ReportSharding(const std::vector<int64_t>& optimizer_bytes);
+  // Whether this rank owns (updates, checkpoints) trainable parameter params_[i] (ZeRO 1/2/3).
+  bool OwnsTrainable(size_t i) const {
+    return sharding_ ? sharding_->trainable_owners()[i] == rank_ : reducer_->owns(i);
+  }
+  // ZeRO-3: every parameter gathered around evaluation and checkpoint writes (collective).
+  void GatherFullWeights();
+  void ReleaseFullWeights();
   int rank_ = 0, world_ = 1;
   bool has_val_ = false;       // validation data on some rank
   int stop_signal_ = 0;        // SIGTERM/SIGINT seen by some rank, agreed at each step
@@ -166,12 +199,6 @@ class Trainer {
 
 absl::Status Trainer::SetupCommunicator() {
   const DistributedConfig& d = config_.distributed;
-  if (d.zero == ZeroStage::kZero2 || d.zero == ZeroStage::kZero3) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "distributed.zero: ", d.zero == ZeroStage::kZero2 ? "zero2" : "zero3",
-        " is not implemented yet (gradient and parameter sharding are a later issue); use none or "
-        "zero1"));
-  }
   dist::CommOptions co;
   co.backend = d.backend == DistBackend::kMpi    ? dist::Backend::kMpi
                : d.backend == DistBackend::kNccl ? dist::Backend::kNccl
@@ -197,8 +224,11 @@ absl::Status Trainer::Setup() {
   // From here every rank has a communicator: set-up errors are agreed by all ranks, so that a rank
   // that failed (say, on an unreadable shard) does not leave the others waiting.
   absl::Status s = CatchToStatus([&] { ThrowIfError(SetupRun()); });
-  if (s.ok()) s = CatchToStatus([&] { ThrowIfError(MaybeResume()); });
   s = dist::AgreeOnStatus(*comm_, s, "to set up the run");
+  if (!s.ok()) return s;
+  // Agreed separately: resuming may run collectives (the sharded verification).
+  s = CatchToStatus([&] { ThrowIfError(MaybeResume()); });
+  s = dist::AgreeOnStatus(*comm_, s, "to resume");
   if (!s.ok()) return s;
   if (world_ > 1) {
     // Same weights everywhere (initialised from the same seed, or loaded from the same checkpoint;
@@ -206,6 +236,7 @@ absl::Status Trainer::Setup() {
     std::vector<Tensor> weights;
     for (const NamedParameter& p : params_) weights.push_back(p.param);
     dist::BroadcastTensors(*comm_, weights, 0);
+    if (sharding_) sharding_->Shard();  // ZeRO-3: from here each rank keeps its own parameters
     has_val_ = dist::AllReduceInts(*comm_, {static_cast<int64_t>(val_batches_.size())})[0] > 0;
     ReportDistributed();
   } else {
@@ -295,7 +326,12 @@ absl::Status Trainer::SetupRun() {
   params_ = TrainableParameters(*model_, config_.optimizer);
   lora_state_ = CheckpointLoraState(*model_, config_);
   const bool zero1 = config_.distributed.zero == ZeroStage::kZero1 && world_ > 1;
-  if (world_ > 1) {
+  const bool zero23 = (config_.distributed.zero == ZeroStage::kZero2 ||
+                       config_.distributed.zero == ZeroStage::kZero3) &&
+                      world_ > 1;
+  if (zero23) {
+    SetupSharding();
+  } else if (world_ > 1) {
     dist::ReducerOptions ro;
     ro.bucket_bytes =
         std::max<int64_t>(1, static_cast<int64_t>(config_.distributed.bucket_mb * 1024.0 * 1024.0));
@@ -310,7 +346,7 @@ absl::Status Trainer::SetupRun() {
         [this] { reducer_->GatherParameters(); });
     zero_ = zero.get();
     optimizer_ = std::move(zero);
-  } else {
+  } else if (!zero23) {
     optimizer_ = MakeOptimizer(config_.optimizer, params_);
   }
 
@@ -330,6 +366,82 @@ absl::Status Trainer::SetupRun() {
   return metrics_.Open((fs::path(run_dir_) / "metrics.jsonl").string());
 }
 
+void Trainer::SetupSharding() {
+  // Units: decoder layer l = every parameter under "model.layers.<l>." (LoRA adapters included),
+  // the root unit = everything else (embeddings, final norm, lm_head, FAM prompt).
+  const int n_layers = static_cast<int>(config_.model.n_layers);
+  std::vector<NamedParameter> all;
+  std::vector<int> unit_of;
+  size_t next_trainable = 0;
+  for (auto& [name, t] : model_->NamedParameters()) {
+    if (t.requires_grad()) {
+      FAM_CHECK(next_trainable < params_.size() && params_[next_trainable].name == name,
+                "zero: trainable parameter '", name, "' out of order");
+      all.push_back(params_[next_trainable++]);
+    } else {
+      all.push_back({name, t, false});
+    }
+    int unit = n_layers;
+    if (name.rfind("model.layers.", 0) == 0) unit = std::stoi(name.substr(13));
+    unit_of.push_back(unit);
+  }
+  const bool zero3 = config_.distributed.zero == ZeroStage::kZero3;
+  sharding_ = std::make_unique<dist::ShardedParameters>(comm_, std::move(all), std::move(unit_of),
+                                                        n_layers + 1, zero3);
+  if (zero3) hooks_ = std::make_unique<ZeroLayerHooks>(sharding_.get());
+  const OptimizerConfig o = config_.optimizer;
+  dist::ShardedParameters* sharding = sharding_.get();
+  std::function<void()> gather;
+  if (!zero3) gather = [sharding] { sharding->GatherAll(); };  // ZeRO-2: replicate the update
+  auto zero = std::make_unique<dist::Zero1Optimizer>(
+      comm_, params_, sharding_->trainable_owners(),
+      [o](std::vector<NamedParameter> owned) { return MakeOptimizer(o, std::move(owned)); },
+      gather);
+  zero_ = zero.get();
+  optimizer_ = std::move(zero);
+}
+
+void Trainer::GatherFullWeights() {
+  if (sharding_ && sharding_->shard_parameters()) sharding_->GatherAll();
+}
+
+void Trainer::ReleaseFullWeights() {
+  if (sharding_ && sharding_->shard_parameters()) sharding_->ReleaseAll();
+}
+
+// ZeRO-2/3: what is sharded and the bytes each rank holds between steps (all ranks listed).
+void Trainer::ReportSharding(const std::vector<int64_t>& optimizer_bytes) {
+  const std::vector<int> owners = sharding_->trainable_owners();
+  int64_t grad_bytes = 0;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (owners[i] == rank_) grad_bytes += static_cast<int64_t>(params_[i].param.nbytes());
+  std::vector<int64_t> params(world_, 0), grads(world_, 0);
+  params[rank_] = sharding_->persistent_param_bytes();
+  grads[rank_] = grad_bytes;
+  params = dist::AllReduceInts(*comm_, params);
+  grads = dist::AllReduceInts(*comm_, grads);
+  if (!is_root()) return;
+  auto list = [&](const std::vector<int64_t>& v) {
+    std::string out;
+    for (int r = 0; r < world_; ++r)
+      absl::StrAppend(&out, r == 0 ? "" : ", ", dist::FormatBytes(static_cast<double>(v[r])));
+    return out;
+  };
+  const bool zero3 = sharding_->shard_parameters();
+  absl::StatusOr<dist::DistEnv> env = dist::DiscoverEnv();
+  std::cout << absl::StrFormat(
+      "distributed: %d ranks (%s, launched by %s, %d threads each), zero: %s (%s sharded by "
+      "owner, %d units: one per decoder layer + root)\n"
+      "memory per rank (ranks 0..%d): parameters %s%s, gradients %s (owned; + unit buffers in "
+      "flight), optimizer state %s\n",
+      world_, comm_->backend_name(), env.ok() ? env->launcher : "?", omp_get_max_threads(),
+      zero3 ? "zero3" : "zero2",
+      zero3 ? "parameters, gradients and optimizer state" : "gradients and optimizer state",
+      config_.model.n_layers + 1, world_ - 1, list(params),
+      zero3 ? " (+ the gathered root and up to 3 layer units)" : "", list(grads),
+      list(optimizer_bytes));
+}
+
 void Trainer::ReportDistributed() {
   auto bytes_of = [](const std::vector<std::pair<std::string, Tensor>>& tensors) {
     int64_t n = 0;
@@ -341,6 +453,10 @@ void Trainer::ReportDistributed() {
   std::vector<int64_t> optimizer_bytes(world_, 0);
   optimizer_bytes[rank_] = zero_ ? zero_->LocalStateBytes() : bytes_of(optimizer_->StateTensors());
   optimizer_bytes = dist::AllReduceInts(*comm_, optimizer_bytes);
+  if (sharding_) {
+    ReportSharding(optimizer_bytes);
+    return;
+  }
   if (!is_root()) return;
   int64_t total = 0;
   std::string per_rank;
@@ -365,16 +481,26 @@ absl::Status Trainer::MaybeResume() {
   const std::string& mode = config_.checkpoint.resume;
   std::string path;
   if (mode == "never") return absl::OkStatus();
+  // With several ranks the sha256 verification is split between them (a collective: nothing may
+  // return before it); each rank then maps the files and touches only what it keeps.
+  const io::ShardGroup group = CheckpointGroup();
+  const bool split = world_ > 1;
   if (mode == "auto") {
     absl::StatusOr<std::string> latest = checkpoints_->LatestValid(
-        [](const std::string& warning) { std::cerr << "warning: " << warning << "\n"; });
+        [this](const std::string& warning) {
+          if (is_root()) std::cerr << "warning: " << warning << "\n";
+        },
+        split ? &group : nullptr);
     if (absl::IsNotFound(latest.status())) return absl::OkStatus();
     if (!latest.ok()) return latest.status();
     path = *latest;
   } else {
     path = mode;
+    if (split) {
+      if (absl::Status s = io::VerifyCheckpoint(path, group); !s.ok()) return s;
+    }
   }
-  absl::StatusOr<io::LoadedCheckpoint> ckpt = io::LoadCheckpoint(path);
+  absl::StatusOr<io::LoadedCheckpoint> ckpt = io::LoadCheckpoint(path, /*verify=*/!split);
   if (!ckpt.ok()) return ckpt.status();
   if (ckpt->config_hash != ConfigHash(config_))
     return absl::FailedPreconditionError(absl::StrCat(
@@ -426,15 +552,52 @@ absl::Status Trainer::MaybeResume() {
   return absl::OkStatus();
 }
 
+io::ShardGroup Trainer::CheckpointGroup() const {
+  io::ShardGroup group;
+  group.rank = rank_;
+  group.size = world_;
+  group.all_gather = [comm = comm_](const std::string& mine) {
+    return dist::AllGatherStrings(*comm, mine);
+  };
+  return group;
+}
+
 absl::Status Trainer::SaveCheckpoint(bool final_save) {
-  // ZeRO-1: the optimizer state is gathered to rank 0 (a collective), which writes everything.
-  io::NamedTensors optimizer_state = zero_ ? zero_->GatherStateTensors(0) : io::NamedTensors();
+  // ZeRO-3: the writers read every parameter; gathered for the save, released after it.
+  GatherFullWeights();
+  struct ReleaseAfterSave {
+    Trainer* trainer;
+    ~ReleaseAfterSave() { trainer->ReleaseFullWeights(); }
+  } release_after_save{this};
   absl::Status s;
-  if (is_root()) {
-    if (!zero_) optimizer_state = optimizer_->StateTensors();
-    s = WriteCheckpoint(std::move(optimizer_state), final_save);
+  Stopwatch save_clock;
+  if (sharded_checkpoints()) {
+    // Every rank writes what it owns, in parallel (synchronously: the save is collective).
+    // optimizer_->StateTensors() of a sharded optimizer holds the owned parameters' state; the
+    // step counter is kept from rank 0 only.
+    s = CatchToStatus([&] {
+      io::CheckpointData data = MakeCheckpointData(/*owned_only=*/true);
+      data.optimizer = optimizer_->StateTensors();
+      if (!is_root()) {
+        std::erase_if(data.optimizer,
+                      [](const auto& entry) { return entry.first == kOptimizerStepName; });
+      }
+      const ZeroStage stage = config_.distributed.zero;
+      data.sharding = stage == ZeroStage::kZero1   ? "zero1"
+                      : stage == ZeroStage::kZero2 ? "zero2"
+                                                   : "zero3";
+      ThrowIfError(checkpoints_->SaveSharded(data, CheckpointGroup()));
+    });
+    agreed_error_ = !s.ok();  // SaveSharded returns the same status on every rank
+    if (!s.ok()) return s;
+  } else if (is_root()) {
+    s = CatchToStatus([&] {
+      io::CheckpointData data = MakeCheckpointData(/*owned_only=*/false);
+      data.optimizer = optimizer_->StateTensors();
+      ThrowIfError(WriteCheckpoint(std::move(data), final_save));
+    });
   }
-  if (world_ > 1) {
+  if (world_ > 1 && !sharded_checkpoints()) {
     s = dist::AgreeOnStatus(*comm_, s, absl::StrCat("to save the checkpoint of step ", step_));
     agreed_error_ = !s.ok();
   }
@@ -444,16 +607,17 @@ absl::Status Trainer::SaveCheckpoint(bool final_save) {
   metrics_.Write({{"kind", "event"},
                   {"step", step_},
                   {"event", "checkpoint"},
-                  {"path", result_.last_checkpoint}});
+                  {"path", result_.last_checkpoint},
+                  {"sharded", sharded_checkpoints()},
+                  {"save_s", save_clock.Seconds()}});  // asynchronous: the snapshot only
   return absl::OkStatus();
 }
 
-absl::Status Trainer::WriteCheckpoint(io::NamedTensors optimizer_state, bool final_save) {
+io::CheckpointData Trainer::MakeCheckpointData(bool owned_only) const {
   io::CheckpointData data;
   data.step = step_;
   data.world_size = world_;
   data.config_hash = ConfigHash(config_);
-  data.optimizer = std::move(optimizer_state);
   for (size_t l = 0; l < kept_state_.size(); ++l)
     data.extra.emplace_back(absl::StrCat("fam_state.layers.", l), kept_state_[l]);
   data::LoaderState ls = train_.state();
@@ -467,6 +631,22 @@ absl::Status Trainer::WriteCheckpoint(io::NamedTensors optimizer_state, bool fin
       {"lr", LearningRate(schedule_, step_)}};
   if (result_.first_val_loss >= 0) data.trainer_state["first_val_loss"] = result_.first_val_loss;
   FillModelCheckpoint(*model_, lora_state_, &data);  // every parameter, or adapters only (LoRA)
+  if (owned_only) {
+    // The tensors of parameters other ranks own are dropped (matched by storage and offset, which
+    // stay the same when ZeRO-3 releases the memory; the model's names and the trainable
+    // parameters' may differ); anything else stays with rank 0.
+    std::map<std::pair<const Storage*, int64_t>, size_t> index;
+    for (size_t i = 0; i < params_.size(); ++i)
+      index[{params_[i].param.storage().get(), params_[i].param.offset()}] = i;
+    std::erase_if(data.model, [&](const auto& entry) {
+      auto it = index.find({entry.second.storage().get(), entry.second.offset()});
+      return it == index.end() ? !is_root() : !OwnsTrainable(it->second);
+    });
+  }
+  return data;
+}
+
+absl::Status Trainer::WriteCheckpoint(io::CheckpointData data, bool final_save) {
   absl::Status s = config_.checkpoint.async && !final_save
                        ? checkpoints_->SaveAsync(std::move(data))
                        : checkpoints_->Save(data);
@@ -482,10 +662,12 @@ absl::StatusOr<double> Trainer::Validate() {
   NoGradGuard no_grad;
   double total = 0;
   if (HasLora(*model_)) SetLoraDropout(*model_, false, 0, 0);
+  GatherFullWeights();  // ZeRO-3: evaluation sees every parameter
   for (const data::Batch& b : val_batches_) {
     ForwardResult out = model_->Forward(b.inputs);
     total += model_->Loss(out.logits, b.targets, b.weights).item();
   }
+  ReleaseFullWeights();
   double count = static_cast<double>(val_batches_.size());
   if (world_ > 1) {
     // Each rank evaluated its share of the validation batches.
@@ -504,6 +686,19 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
   if (!micro.ok()) return micro.status();
   optimizer_->ZeroGrad();
   const double accum = static_cast<double>(micro->size());
+  // Loss weights (weight shards): each micro-batch's weighted mean counts by its share of the total
+  // weight of the step over every micro-batch and rank (LossWeight), so the gradient is that of
+  // one batch holding them all. Without weights every micro-batch weighs 1 (plain averaging).
+  std::vector<double> micro_weight(micro->size(), 1.0);
+  double step_weight = accum * world_;
+  if ((*micro)[0].weights.defined()) {
+    step_weight = 0;
+    for (size_t m = 0; m < micro->size(); ++m) {
+      micro_weight[m] = LossWeight((*micro)[m].targets, (*micro)[m].weights);
+      step_weight += micro_weight[m];
+    }
+    if (world_ > 1) step_weight = dist::AllReduceDoubles(*comm_, {step_weight})[0];
+  }
   // Random State Passing: one draw per step decides whether every sequence starts from the kept
   // state.
   const bool pass_state = is_fam && !kept_state_.empty() && tricks.state_passing_prob > 0 &&
@@ -516,11 +711,12 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
   for (size_t m = 0; m < micro->size(); ++m) {
     const data::Batch& batch = (*micro)[m];
     ForwardOptions fo;
+    fo.recompute = t.recompute;
     const int64_t b = batch.inputs.size(0);
     if (tricks.random_position_offset) {
       const uint64_t range = static_cast<uint64_t>(std::floor(2 * M_PI * config_.model.rope_base));
-      for (int64_t i = 0; i < b; ++i, ++sample) {
-        const uint64_t key = static_cast<uint64_t>(step_ * t.global_batch + sample);
+      for (int64_t i = 0; i < b; ++i) {
+        const uint64_t key = static_cast<uint64_t>(step_ * t.global_batch + sample + i);
         const bool zero = UniformAt(t.seed, kStreamPositionOffset, 2 * key) < 0.5f;
         const uint64_t bits = Philox(t.seed, kStreamPositionOffset, (uint64_t{1} << 40) + key)[0];
         fo.position_offsets.push_back(zero ? 0 : static_cast<int64_t>(bits % range));
@@ -529,11 +725,22 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
     if (pass_state) fo.initial_state = kept_state_;
     // Data parallel: the last micro-batch's backward reduces gradient buckets as they get ready.
     if (reducer_ && m + 1 == micro->size()) reducer_->Arm();
-    if (HasLora(*model_)) SetLoraDropout(*model_, true, t.seed, step_ * world_ + rank_);
+    // ZeRO-2/3: every micro-batch's gradients are reduce-scattered to their owners; ZeRO-3 gathers
+    // each layer's parameters around its use through the hooks.
+    if (sharding_) sharding_->BeginMicroBatch();
+    fo.hooks = hooks_.get();
+    // LoRA dropout masks keyed by the micro-batch's first sequence (distinct per micro-batch and
+    // rank, independent of the world size).
+    if (HasLora(*model_))
+      SetLoraDropout(*model_, true, t.seed, static_cast<uint64_t>(step_ * t.global_batch + sample));
+    sample += b;
     ForwardResult out = model_->Forward(batch.inputs, fo);
     Tensor loss = model_->Loss(out.logits, batch.targets, batch.weights);
-    ops::Scale(loss, 1.0 / accum).backward();
-    loss_sum += loss.item();
+    // The reducer averages over ranks, hence world_ x this rank's share.
+    const double share = step_weight > 0 ? world_ * micro_weight[m] / step_weight : 0.0;
+    ops::Scale(loss, share).backward();
+    if (sharding_) sharding_->EndMicroBatch();
+    loss_sum += loss.item() * micro_weight[m];
     if (m == 0 && is_fam) {
       new_state.clear();
       for (const Tensor& s : out.final_state)
@@ -551,6 +758,8 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
     // ZeRO-1: each rank sums its own gradients; otherwise rank 0's copy (all are equal) is used.
     if (zero_ || is_root()) sum_squares = GradSumSquares(params_);
   } else {
+    // ZeRO-2/3: the owners receive their gradients; the sum over ranks below adds the shards.
+    if (sharding_) sharding_->FinishStep();
     sum_squares = GradSumSquares(params_);
   }
   // Loss, gradient norm and stop request, agreed by every rank in one reduction.
@@ -559,7 +768,7 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
                                 sig == SIGINT ? 1.0 : 0.0};
   if (world_ > 1) agreed = dist::AllReduceDoubles(*comm_, agreed);
   stop_signal_ = agreed[2] > 0 ? SIGTERM : agreed[3] > 0 ? SIGINT : 0;
-  *loss_out = agreed[0] / (accum * world_);
+  *loss_out = step_weight > 0 ? agreed[0] / step_weight : 0.0;
   const double norm = std::sqrt(agreed[1]);
   const bool finite = std::isfinite(*loss_out) && std::isfinite(norm);
   if (!finite) {
@@ -739,6 +948,23 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         "distributed: %d ranks, gradient communication %.2f ms/step, of which %.2f ms/step not "
         "hidden behind backward (%.0f%% overlapped)\n",
         world_, 1e3 * comm, 1e3 * wait, comm > 0 ? 100.0 * std::max(0.0, 1.0 - wait / comm) : 0.0);
+  }
+  if (sharding_) {
+    // Measured peaks per rank over the run (a collective): gathered parameters and gradients.
+    const dist::ShardingStats& st = sharding_->stats();
+    std::vector<int64_t> peaks(2 * world_, 0);
+    peaks[2 * rank_] = st.peak_gathered_bytes;
+    peaks[2 * rank_ + 1] = st.peak_grad_bytes;
+    peaks = dist::AllReduceInts(*comm_, peaks);
+    std::string per_rank;
+    for (int r = 0; r < world_; ++r)
+      absl::StrAppend(&per_rank, r == 0 ? "" : "; ", "rank ", r, ": gathered parameters ",
+                      dist::FormatBytes(static_cast<double>(peaks[2 * r])), ", gradients ",
+                      dist::FormatBytes(static_cast<double>(peaks[2 * r + 1])));
+    std::cout << absl::StrFormat(
+        "zero: peak memory beyond the persistent shards (%s); %d unit gathers, %d prefetched (%d "
+        "complete when needed), %d gradient reduce-scatters\n",
+        per_rank, st.gathers, st.prefetched, st.prefetch_ready, st.reduce_scatters);
   }
   return result_;
 }

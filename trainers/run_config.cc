@@ -101,8 +101,9 @@ void VisitOptimizer(YamlReader& r, OptimizerConfig* o) {
   r.Get("beta2", &o->beta2, InHalfOpen(0, 1), "second-moment decay");
   r.Get("eps", &o->eps, Positive(), "denominator epsilon");
   r.Get("weight_decay", &o->weight_decay, AtLeast(0), "decoupled weight decay of matrices");
-  r.Get("decay_embeddings", &o->decay_embeddings, "apply weight decay to embeddings and LM head");
-  r.Get("decay_norms", &o->decay_norms, "apply weight decay to norm weights and the FAM prompt");
+  r.Get("decay_embeddings", &o->decay_embeddings,
+        "apply weight decay to embeddings, LM head and the FAM prompt");
+  r.Get("decay_norms", &o->decay_norms, "apply weight decay to norm weights");
   r.Get("grad_clip", &o->grad_clip, AtLeast(0), "clip the global gradient L2 norm; 0 = off");
   r.Section(
       "adafactor",
@@ -146,7 +147,11 @@ void VisitTrainer(YamlReader& r, TrainerConfig* t) {
   r.Get("eval_batches", &t->eval_batches, 1, "validation batches per periodic eval");
   r.Get("max_consecutive_skips", &t->max_consecutive_skips, 1,
         "non-finite steps skipped in a row before the run stops");
-  r.Get("recompute", &t->recompute, "recompute activations in backward to save memory");
+  r.Get("recompute", &t->recompute,
+        "recompute each decoder layer in backward (keeps only layer inputs; same gradients)");
+  r.Get("memory_budget_gb", &t->memory_budget_gb, AtLeast(0),
+        "per-GPU memory budget (GiB) checked by `fam plan`'s estimate at start; 0 = the GPU's "
+        "memory on cuda, no check on cpu");
   if (r.reading()) r.Finish().IgnoreError();
   if (r.reading() && r.ok() && t->global_batch % t->micro_batch != 0) {
     r.Fail("global_batch", absl::StrCat("must be a multiple of trainer.micro_batch (",
@@ -203,7 +208,7 @@ void VisitCheckpoint(YamlReader& r, CheckpointConfig* c) {
   r.Get("interval", &c->interval, 0, "steps between checkpoints; 0 = only the final one");
   r.Get("keep_last", &c->keep_last, 1, "newest checkpoints kept");
   r.Get("keep_every", &c->keep_every, 0, "also keep every N-th step's checkpoint; 0 = off");
-  r.Get("async", &c->async, "write checkpoints in the background");
+  r.Get("async", &c->async, "write checkpoints in the background (unsharded ones)");
   r.Get("resume", &c->resume,
         "auto (latest checkpoint of the run, if any), never, or a checkpoint directory");
   if (r.reading() && r.ok() && c->resume.empty()) {

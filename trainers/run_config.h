@@ -70,6 +70,9 @@ struct TrainerConfig {
   int64_t eval_batches = 8;
   int64_t max_consecutive_skips = 5;  // non-finite steps skipped in a row before giving up
   bool recompute = false;             // activation recomputation in backward
+  // Per-GPU memory budget in GiB for the start check of `fam train` (trainers/memory_plan.h): a run
+  // whose estimate exceeds it is refused. 0 = the GPU's own memory on CUDA, no check on CPU.
+  double memory_budget_gb = 0;
 };
 
 // Per-token loss weights of instruction data by segment role (FAM_SPEC.md §7). Token shards

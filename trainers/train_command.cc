@@ -2,12 +2,53 @@
 #include <cmath>
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "framework/backends/cuda/cuda_probe.h"
+#include "framework/dist/env.h"
 #include "trainers/commands.h"
+#include "trainers/memory_plan.h"
 #include "trainers/pretrain.h"
 #include "trainers/run_config.h"
 
 namespace fam {
+namespace {
+
+// The start check (docs/memory.md): on CUDA, or whenever trainer.memory_budget_gb is set, the
+// memory planner's estimate for this world size must fit the budget; otherwise the run is refused
+// with the breakdown and the settings `fam plan` suggests, instead of dying with OOM later.
+absl::Status CheckMemoryPlan(const RunConfig& config) {
+  double budget = config.trainer.memory_budget_gb * 1024.0 * 1024.0 * 1024.0;
+  if (budget <= 0) {
+    if (config.trainer.device == DeviceType::kCPU) return absl::OkStatus();
+    budget = static_cast<double>(CudaDeviceMemoryBytes(0));
+    if (budget <= 0) return absl::OkStatus();  // no device: the trainer's own check says why
+  }
+  absl::StatusOr<dist::DistEnv> env = dist::DiscoverEnv();
+  const int world = env.ok() ? env->world_size : 1;
+  const bool root = !env.ok() || env->rank == 0;
+  if (config.trainer.global_batch % world != 0) return absl::OkStatus();  // the trainer explains
+  absl::StatusOr<MemoryPlan> plan = PlanMemory(config, world, budget);
+  if (!plan.ok()) return plan.status();
+  if (plan->configured_fits) {
+    if (root) std::cout << "memory plan: " << PlanSummaryLine(*plan) << "\n";
+    return absl::OkStatus();
+  }
+  if (root) std::cerr << FormatMemoryPlan(config, *plan);
+  std::string fix = "nothing fits: use more GPUs or a shorter trainer.seq_len";
+  if (plan->suggestion >= 0) {
+    const PlanSettings& s = plan->options[plan->suggestion].settings;
+    fix = absl::StrFormat(
+        "fam plan suggests --set distributed.zero=%s --set trainer.recompute=%s --set "
+        "trainer.micro_batch=%d",
+        PlannerZeroName(s.zero), s.recompute ? "true" : "false", s.micro_batch);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "trainer.memory_budget_gb: the run would not fit: ", PlanSummaryLine(*plan), "; ", fix));
+}
+
+}  // namespace
+
 
 Command TrainCommand() {
   Command c;
@@ -20,6 +61,7 @@ Command TrainCommand() {
     if (absl::Status s = args.Require({"config"}); !s.ok()) return s;
     absl::StatusOr<RunConfig> config = LoadRunConfig(args.Get("config"), args.GetAll("set"));
     if (!config.ok()) return config.status();
+    if (absl::Status s = CheckMemoryPlan(*config); !s.ok()) return s;
     absl::StatusOr<TrainResult> result = RunTraining(*config);
     if (!result.ok()) return result.status();
     std::cout << absl::StrFormat("done: step %d, train loss %.4f", result->final_step,

@@ -11,6 +11,8 @@ thread_local bool grad_enabled = true;
 bool GradEnabled() { return grad_enabled; }
 NoGradGuard::NoGradGuard() : previous_(grad_enabled) { grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { grad_enabled = previous_; }
+EnableGradGuard::EnableGradGuard() : previous_(grad_enabled) { grad_enabled = true; }
+EnableGradGuard::~EnableGradGuard() { grad_enabled = previous_; }
 
 std::vector<Tensor> AccumulateGrad::Backward(const Tensor& grad_output) {
   std::shared_ptr<TensorImpl> leaf = leaf_.lock();
@@ -55,7 +57,7 @@ bool RecordNode(const std::shared_ptr<Node>& node, const std::vector<Tensor>& in
   return true;
 }
 
-void RunBackward(const Tensor& root, const Tensor& grad_root) {
+void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* capture) {
   FAM_CHECK(root.requires_grad() || root.grad_fn(),
             "backward() on a tensor that does not require grad (", root.Describe(), ")");
   Tensor grad = grad_root;
@@ -83,6 +85,16 @@ void RunBackward(const Tensor& root, const Tensor& grad_root) {
       ++it->second;
       if (inserted) stack.push_back(next.get());
     }
+    if (capture) {
+      if (auto* acc = dynamic_cast<AccumulateGrad*>(node)) {
+        std::shared_ptr<TensorImpl> leaf = acc->leaf();
+        if (leaf && !capture->contains(leaf.get())) {
+          ThrowInvalid("backward with captured gradients (ops::Checkpoint) reached the leaf '",
+                       leaf->name, "' ", ShapeString(leaf->shape),
+                       " that is not captured: list it among the checkpoint's params");
+        }
+      }
+    }
   }
 
   NoGradGuard no_grad;
@@ -98,7 +110,13 @@ void RunBackward(const Tensor& root, const Tensor& grad_root) {
       grads.erase(it);
     }
     std::vector<Tensor> input_grads;
-    if (g.defined()) {
+    auto* acc = capture ? dynamic_cast<AccumulateGrad*>(node.get()) : nullptr;
+    if (acc && g.defined()) {
+      if (std::shared_ptr<TensorImpl> leaf = acc->leaf()) {
+        Tensor& slot = (*capture)[leaf.get()];
+        slot = slot.defined() ? ops::Add(slot, g) : g;
+      }
+    } else if (g.defined()) {
       if (node->released) {
         ThrowInvalid("backward() through a graph that was already consumed by an earlier ",
                      "backward() (node ", node->name(), ")");

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "framework/core/tensor.h"
@@ -31,6 +32,8 @@ class AccumulateGrad : public Node {
   std::vector<Tensor> Backward(const Tensor& grad_output) override;
   std::string name() const override { return "AccumulateGrad"; }
   void Release() override {}
+  // The leaf, or null once it is gone.
+  std::shared_ptr<TensorImpl> leaf() const { return leaf_.lock(); }
 
  private:
   std::weak_ptr<TensorImpl> leaf_;
@@ -50,6 +53,19 @@ class NoGradGuard {
   bool previous_;
 };
 
+// Turns gradient recording back on inside a NoGradGuard (e.g. to recompute a forward during
+// backward), restoring the previous mode on destruction.
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // The node a gradient for `t` should flow into: its grad_fn, its leaf accumulator, or null.
 std::shared_ptr<Node> GradEdge(const Tensor& t);
 
@@ -61,7 +77,14 @@ bool AnyRequiresGrad(const std::vector<Tensor>& inputs);
 bool RecordNode(const std::shared_ptr<Node>& node, const std::vector<Tensor>& inputs,
                 Tensor& output);
 
-// Runs backpropagation from `root` with gradient `grad_root` (defaults to 1 for scalars).
-void RunBackward(const Tensor& root, const Tensor& grad_root);
+// Gradients captured by a backward pass instead of being accumulated into leaves, keyed by leaf.
+// The caller lists the leaves (entries with undefined tensors); the pass fills them in.
+using GradCapture = std::unordered_map<const TensorImpl*, Tensor>;
+
+// Runs backpropagation from `root` with gradient `grad_root` (defaults to 1 for scalars). With a
+// `capture`, the gradient reaching each listed leaf is stored there (its grad and grad_ready_hook
+// are left alone), and reaching a leaf that is not listed is an error raised before any node runs.
+// A node's Backward may itself call RunBackward (activation recomputation does).
+void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* capture = nullptr);
 
 }  // namespace fam

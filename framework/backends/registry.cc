@@ -5,12 +5,23 @@
 
 #include "framework/backends/cpu/cpu_backend.h"
 #include "framework/backends/cuda/cuda_probe.h"
+#ifdef FAM_HAVE_CUDA_BACKEND
+#include <vector>
+
+#include "framework/backends/cuda/cuda_backend.h"
+#endif
 
 namespace fam {
 namespace {
 
 struct Registry {
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
+#ifdef FAM_HAVE_CUDA_BACKEND
+  // One backend per CUDA device, created on first use. Never destroyed: storages released during
+  // static destruction still reach their backend, and the CUDA runtime may already be unloading.
+  std::mutex cuda_mu;
+  std::vector<Backend*> cuda;
+#endif
 };
 
 Registry& TheRegistry() {
@@ -23,8 +34,13 @@ Registry& TheRegistry() {
 bool DeviceAvailable(Device device, std::string* why) {
   if (device.type == DeviceType::kCPU) return true;
   std::string reason = CudaUnavailableReason(device.index);
-  // Devices are probed, but no CUDA kernels are registered yet: the CUDA backend is its own issue.
-  if (reason.empty()) reason = "the CUDA kernels are not part of this build yet";
+#ifdef FAM_HAVE_CUDA_BACKEND
+  if (reason.empty()) return true;
+#else
+  // Devices are probed, but the kernels were not compiled (cmake -DFAM_BUILD_CUDA_BACKEND=ON).
+  if (reason.empty())
+    reason = "the CUDA kernels are not part of this build (FAM_BUILD_CUDA_BACKEND=OFF)";
+#endif
   if (why) *why = reason;
   return false;
 }
@@ -32,7 +48,18 @@ bool DeviceAvailable(Device device, std::string* why) {
 Backend& GetBackend(Device device) {
   if (device.type == DeviceType::kCPU) return *TheRegistry().cpu;
   std::string reason;
+#ifdef FAM_HAVE_CUDA_BACKEND
+  if (DeviceAvailable(device, &reason)) {
+    Registry& registry = TheRegistry();
+    std::lock_guard<std::mutex> lock(registry.cuda_mu);
+    const size_t index = static_cast<size_t>(device.index);
+    if (registry.cuda.size() <= index) registry.cuda.resize(index + 1, nullptr);
+    if (registry.cuda[index] == nullptr) registry.cuda[index] = new cuda::CudaBackend(device.index);
+    return *registry.cuda[index];
+  }
+#else
   DeviceAvailable(device, &reason);
+#endif
   ThrowError(absl::StatusCode::kUnavailable, "device ", device.ToString(), " is unavailable: ",
              reason);
 }

@@ -1,12 +1,17 @@
 // Reference-counted raw memory owned by one device's backend. Tensors share a Storage through
 // std::shared_ptr, so views never copy and memory is released when the last view goes away.
+// ZeRO-3 (framework/dist/sharded_parameters.h) can also release a Storage's memory in place and
+// give it memory again later: every tensor and saved autograd view sharing the object then sees
+// the new data, and reading a released storage is an error naming why it was released.
 #pragma once
 
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "framework/core/device.h"
+#include "framework/core/error.h"
 
 namespace fam {
 
@@ -26,15 +31,30 @@ class Storage {
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
-  void* data() const { return data_; }
+  void* data() const {
+    FAM_CHECK(!released_, "use of released memory: ", released_why_);
+    return data_;
+  }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+
+  // Frees the memory now but keeps the object; data() fails with `why` until the storage is
+  // materialised again. Releasing a released storage is a no-op.
+  void Release(std::string why);
+  // A released storage gets memory again: a fresh (uninitialised) allocation of nbytes() ...
+  void Materialize();
+  // ... or nbytes() bytes of `backing` from byte_offset (`backing` stays alive while used here).
+  void MaterializeInto(std::shared_ptr<Storage> backing, size_t byte_offset);
+  bool released() const { return released_; }
 
  private:
   void* data_;
   size_t nbytes_;
   Device device_;
   std::function<void()> release_;
+  std::shared_ptr<Storage> backing_;  // MaterializeInto: the storage whose memory this one uses
+  bool released_ = false;
+  std::string released_why_;
 };
 
 }  // namespace fam

@@ -5,10 +5,12 @@
 // whole parameters keeps every optimizer exact, including Adafactor's factored, per-matrix state,
 // so a sharded run computes the same updates as an unsharded one.
 //
-// Checkpoints hold the unsharded state: GatherStateTensors() (collective) returns on `root` what an
-// unsharded optimizer's StateTensors() would, with the same names; LoadStateTensors() takes such a
-// full state and keeps the entries of the parameters this rank owns, so a checkpoint written with
-// N ranks resumes with any other number (and without ZeRO).
+// Checkpoints: StateTensors() is this rank's part (the step counter and the owned parameters'
+// state, with the unsharded names), which the trainer writes as this rank's optimizer shard
+// (io::CheckpointManager::SaveSharded). GatherStateTensors() (collective) returns on `root` what an
+// unsharded optimizer's StateTensors() would. LoadStateTensors() takes a full state (or the union
+// of every rank's shard) and keeps the entries of the parameters this rank owns, so a checkpoint
+// written with N ranks resumes with any other number (and without ZeRO).
 #pragma once
 
 #include <functional>

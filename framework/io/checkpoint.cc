@@ -154,9 +154,10 @@ absl::StatusOr<Manifest> ParseManifest(const std::string& text) {
 }
 
 // Verifies `path`; the message of an error is the reason only (the caller adds the directory).
-// With hash=false, file sizes are checked but not their sha256.
+// With hash=false, file sizes are checked but not their sha256; with parts > 1, only the files
+// whose index in the manifest (name order) is `part` modulo `parts` are hashed.
 absl::Status VerifyReason(const std::string& path, bool hash, Manifest* manifest_out = nullptr,
-                          std::string* manifest_text_out = nullptr) {
+                          std::string* manifest_text_out = nullptr, int part = 0, int parts = 1) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return absl::NotFoundError("directory not found");
@@ -177,7 +178,9 @@ absl::Status VerifyReason(const std::string& path, bool hash, Manifest* manifest
     return absl::DataLossError(absl::StrCat(kManifest, " says step ", manifest->step,
                                             " but the directory is named for step ", *dir_step));
   }
+  size_t index = 0;
   for (const auto& [name, file] : manifest->files) {
+    const bool hash_this = hash && static_cast<int>(index++ % parts) == part;
     const std::string file_path = JoinPath(path, name);
     if (::stat(file_path.c_str(), &st) != 0) {
       if (errno == ENOENT)
@@ -189,7 +192,7 @@ absl::Status VerifyReason(const std::string& path, bool hash, Manifest* manifest
       return absl::DataLossError(absl::StrCat(name, " is ", st.st_size, " bytes but ", kManifest,
                                               " says ", file.size, " (truncated or altered)"));
     }
-    if (!hash) continue;
+    if (!hash_this) continue;
     absl::StatusOr<std::string> digest = Sha256File(file_path);
     if (!digest.ok()) return digest.status();
     if (*digest != file.sha256) {
@@ -362,6 +365,75 @@ absl::Status PreviousSaveFailed(const absl::Status& previous, int64_t step) {
                                    previous.message(), "); step ", step, " was not saved"));
 }
 
+// trainer_state.json of `data` into `temp_path`.
+absl::Status WriteTrainerState(const CheckpointData& data, const std::string& temp_path) {
+  std::string trainer_text;
+  try {
+    trainer_text = data.trainer_state.dump(2) + "\n";
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", CheckpointDirName(data.step),
+                                                   ": trainer_state cannot be written (", e.what(),
+                                                   ")"));
+  }
+  return WriteFileAtomic(JoinPath(temp_path, kTrainerState), trainer_text);
+}
+
+// Sharded checkpoints: "model-rank-0-of-2.safetensors".
+std::string ShardFileName(const char* kind, int rank, int size) {
+  return absl::StrCat(kind, "-rank-", rank, "-of-", size, ".safetensors");
+}
+
+// Which map of LoadedCheckpoint a listed file's tensors go to: model.safetensors and
+// model-rank-*.safetensors → model, optimizer*.safetensors → optimizer, state*.safetensors → extra.
+std::map<std::string, Tensor>* TensorMapOf(const std::string& file, LoadedCheckpoint* out) {
+  if (!file.ends_with(".safetensors")) return nullptr;
+  if (file == kModel || file.starts_with("model-rank-")) return &out->model;
+  if (file == kOptimizer || file.starts_with("optimizer-rank-")) return &out->optimizer;
+  if (file == kState) return &out->extra;
+  return nullptr;
+}
+
+// A status as one line of JSON, for the all_gather of a ShardGroup, and back.
+std::string EncodeStatus(const absl::Status& status, Json extra = Json::object()) {
+  extra["code"] = static_cast<int>(status.code());
+  extra["message"] = std::string(status.message());
+  return extra.dump();
+}
+
+// The first error (lowest rank) among every rank's EncodeStatus; the same on every rank.
+absl::Status FirstError(const std::vector<std::string>& all, bool name_rank,
+                        std::vector<Json>* parsed = nullptr) {
+  absl::Status first;
+  for (size_t r = 0; r < all.size(); ++r) {
+    Json j = Json::parse(all[r]);
+    const auto code = static_cast<absl::StatusCode>(j.at("code").get<int>());
+    if (code != absl::StatusCode::kOk && first.ok()) {
+      const std::string message = j.at("message").get<std::string>();
+      first = absl::Status(
+          code, name_rank && all.size() > 1 ? absl::StrCat("rank ", r, ": ", message) : message);
+    }
+    if (parsed != nullptr) parsed->push_back(std::move(j));
+  }
+  return first;
+}
+
+// VerifyReason over a group: each rank hashes every size-th file; the reason (it names the file)
+// is the same on every rank whichever rank found it.
+absl::Status VerifyReasonShared(const std::string& path, const ShardGroup& group) {
+  absl::Status mine = RunGuarded(
+      [&] { return VerifyReason(path, /*hash=*/true, nullptr, nullptr, group.rank, group.size); });
+  return FirstError(group.all_gather(EncodeStatus(mine)), /*name_rank=*/false);
+}
+
+absl::Status CheckGroup(const ShardGroup& group) {
+  if (group.size < 1 || group.rank < 0 || group.rank >= group.size || !group.all_gather) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint: bad shard group (rank ", group.rank, " of ", group.size,
+                     ", all_gather set: ", static_cast<bool>(group.all_gather), ")"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string CheckpointDirName(int64_t step) { return absl::StrFormat("step-%08d", step); }
@@ -370,21 +442,41 @@ absl::Status VerifyCheckpoint(const std::string& path) {
   return WithPrefix(VerifyReason(path, /*hash=*/true), path);
 }
 
-absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path) {
+absl::Status VerifyCheckpoint(const std::string& path, const ShardGroup& group) {
+  if (absl::Status s = CheckGroup(group); !s.ok()) return s;
+  return WithPrefix(VerifyReasonShared(path, group), path);
+}
+
+absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, bool verify) {
   Manifest manifest;
-  if (absl::Status s = VerifyReason(path, /*hash=*/true, &manifest); !s.ok())
+  if (absl::Status s = VerifyReason(path, /*hash=*/verify, &manifest); !s.ok())
     return WithPrefix(s, path);
   LoadedCheckpoint out;
   out.path = path;
   out.step = manifest.step;
   out.world_size = manifest.world_size;
   out.config_hash = manifest.config_hash;
-  const std::pair<const char*, std::map<std::string, Tensor>*> tensor_files[] = {
-      {kModel, &out.model}, {kOptimizer, &out.optimizer}, {kState, &out.extra}};
-  for (const auto& [name, map] : tensor_files) {
-    if (manifest.files.count(name) == 0) continue;
-    if (absl::Status s = LoadTensorFile(JoinPath(path, name), map); !s.ok())
+  std::map<std::string, std::string> file_of;  // tensor name → the file it came from
+  for (const auto& [file, entry] : manifest.files) {
+    std::map<std::string, Tensor>* map = TensorMapOf(file, &out);
+    if (map == nullptr) continue;
+    if (file.find("-rank-") != std::string::npos) ++out.shard_files;
+    std::map<std::string, Tensor> tensors;
+    if (absl::Status s = LoadTensorFile(JoinPath(path, file), &tensors); !s.ok())
       return WithPrefix(s, path);
+    for (auto& [name, tensor] : tensors) {
+      const std::string key = (map == &out.model       ? "m:"
+                               : map == &out.optimizer ? "o:"
+                                                       : "s:") +
+                              name;
+      auto [it, inserted] = file_of.emplace(key, file);
+      if (!inserted) {
+        return WithPrefix(absl::DataLossError(absl::StrCat("tensor '", name, "' is in both ",
+                                                           it->second, " and ", file)),
+                          path);
+      }
+      (*map)[name] = std::move(tensor);
+    }
   }
   out.trainer_state = Json::object();
   if (manifest.files.count(kTrainerState) > 0) {
@@ -443,6 +535,125 @@ absl::Status CheckpointManager::SaveAsync(CheckpointData data) {
   return absl::OkStatus();
 }
 
+absl::Status CheckpointManager::SaveSharded(const CheckpointData& data, const ShardGroup& group) {
+  if (absl::Status s = CheckGroup(group); !s.ok()) return s;  // no collective possible
+  return SaveShardedImpl(data, group);
+}
+
+// Three rounds of all_gather, always all three on every rank (an error is carried through them):
+// (1) rank 0 created the temporary directory (and says its pid, which names it); (2) every rank
+// wrote and hashed its files; (3) rank 0 wrote the manifest and moved the directory into place.
+absl::Status CheckpointManager::SaveShardedImpl(const CheckpointData& data,
+                                                const ShardGroup& group) {
+  const bool root = group.rank == 0;
+  const std::string& dir = options_.dir;
+  const std::string name = CheckpointDirName(data.step);
+  bool renamed = false;
+  std::string temp_path;
+  // Rank 0 removes the temporary directory unless it was moved into place.
+  struct RemoveTemp {
+    const bool root;
+    const std::string& path;
+    const bool& renamed;
+    ~RemoveTemp() {
+      std::error_code ignored;
+      if (root && !path.empty() && !renamed) fs::remove_all(path, ignored);
+    }
+  } remove_temp{root, temp_path, renamed};
+
+  // Round 1.
+  absl::Status mine = Wait();
+  if (!mine.ok()) mine = PreviousSaveFailed(mine, data.step);
+  if (mine.ok() && dir.empty())
+    mine = absl::InvalidArgumentError("checkpoint: options.dir is empty");
+  if (mine.ok() && data.step < 0)
+    mine = absl::InvalidArgumentError(absl::StrCat("checkpoint: step ", data.step, " < 0"));
+  if (mine.ok() && data.world_size != group.size) {
+    mine = absl::InvalidArgumentError(absl::StrCat("checkpoint: world_size ", data.world_size,
+                                                   " but ", group.size, " ranks save"));
+  }
+  if (mine.ok() && root) {
+    mine = RunGuarded([&]() -> absl::Status {
+      const std::string path = JoinPath(dir, absl::StrCat(".tmp-", name, "-", ::getpid()));
+      std::error_code ec;
+      fs::create_directories(dir, ec);
+      if (ec) return StatusFromErrorCode(ec, "cannot create checkpoint directory", dir);
+      fs::remove_all(path, ec);
+      if (ec) return StatusFromErrorCode(ec, "cannot remove stale temporary directory", path);
+      fs::create_directory(path, ec);
+      if (ec) return StatusFromErrorCode(ec, "cannot create temporary directory", path);
+      temp_path = path;
+      return FsyncDir(dir);  // visible to the other ranks' processes before they write
+    });
+  }
+  std::vector<Json> round1;
+  const absl::Status first =
+      FirstError(group.all_gather(EncodeStatus(mine, {{"pid", static_cast<int64_t>(::getpid())}})),
+                 /*name_rank=*/true, &round1);
+  if (!first.ok()) return first;
+  temp_path = JoinPath(dir, absl::StrCat(".tmp-", name, "-", round1[0].at("pid").get<int64_t>()));
+
+  // Round 2: this rank's files, each hashed by the rank that wrote it.
+  Json files = Json::object();
+  mine = RunGuarded([&]() -> absl::Status {
+    auto write = [&](const std::string& file, const NamedTensors* tensors) -> absl::Status {
+      const std::string file_path = JoinPath(temp_path, file);
+      if (tensors != nullptr) {
+        if (absl::Status s = WriteTensorFile(file_path, *tensors); !s.ok()) return s;
+      }
+      struct stat st;
+      if (::stat(file_path.c_str(), &st) != 0) return ErrnoStatus(errno, "cannot stat", file_path);
+      absl::StatusOr<std::string> digest = Sha256File(file_path);
+      if (!digest.ok()) return digest.status();
+      files[file] = {{"size", static_cast<uint64_t>(st.st_size)}, {"sha256", *digest}};
+      if (options_.after_file_written) options_.after_file_written(file);
+      return absl::OkStatus();
+    };
+    if (!data.model.empty()) {
+      if (absl::Status s = write(ShardFileName("model", group.rank, group.size), &data.model);
+          !s.ok())
+        return s;
+    }
+    if (!data.optimizer.empty()) {
+      if (absl::Status s =
+              write(ShardFileName("optimizer", group.rank, group.size), &data.optimizer);
+          !s.ok())
+        return s;
+    }
+    if (!root) return absl::OkStatus();
+    if (!data.extra.empty()) {
+      if (absl::Status s = write(kState, &data.extra); !s.ok()) return s;
+    }
+    if (absl::Status s = WriteTrainerState(data, temp_path); !s.ok()) return s;
+    return write(kTrainerState, nullptr);
+  });
+  std::vector<Json> round2;
+  const absl::Status written = FirstError(group.all_gather(EncodeStatus(mine, {{"files", files}})),
+                                          /*name_rank=*/true, &round2);
+  if (!written.ok()) return written;
+
+  // Round 3: rank 0 commits.
+  mine = absl::OkStatus();
+  if (root) {
+    mine = RunGuarded([&]() -> absl::Status {
+      if (absl::Status s = FsyncDir(temp_path); !s.ok()) return s;
+      Json all_files = Json::object();
+      for (const Json& r : round2) {
+        for (const auto& [file, entry] : r.at("files").items()) {
+          if (all_files.contains(file)) {
+            return absl::InternalError(
+                absl::StrCat("checkpoint ", name, ": two ranks wrote ", file));
+          }
+          all_files[file] = entry;
+        }
+      }
+      const Json shards = {{"world_size", group.size}, {"zero", data.sharding}};
+      return Commit(data, temp_path, all_files, shards, &renamed);
+    });
+  }
+  return FirstError(group.all_gather(EncodeStatus(mine)), /*name_rank=*/false);
+}
+
 absl::Status CheckpointManager::SaveImpl(const CheckpointData& data) {
   const std::string& dir = options_.dir;
   if (dir.empty()) return absl::InvalidArgumentError("checkpoint: options.dir is empty");
@@ -494,20 +705,21 @@ absl::Status CheckpointManager::SaveImpl(const CheckpointData& data) {
     if (absl::Status s = record(file); !s.ok()) return s;
   }
 
-  std::string trainer_text;
-  try {
-    trainer_text = data.trainer_state.dump(2) + "\n";
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint ", name, ": trainer_state cannot be written (", e.what(), ")"));
-  }
-  if (absl::Status s = WriteFileAtomic(JoinPath(temp_path, kTrainerState), trainer_text); !s.ok())
-    return s;
+  if (absl::Status s = WriteTrainerState(data, temp_path); !s.ok()) return s;
   if (absl::Status s = record(kTrainerState); !s.ok()) return s;
 
   Json files = Json::object();
   for (const auto& [file, entry] : manifest.files)
     files[file] = {{"size", entry.size}, {"sha256", entry.sha256}};
+  return Commit(data, temp_path, files, Json(), &renamed);
+}
+
+absl::Status CheckpointManager::Commit(const CheckpointData& data, const std::string& temp_path,
+                                       const nlohmann::json& files, const nlohmann::json& shards,
+                                       bool* renamed) {
+  const std::string& dir = options_.dir;
+  const std::string name = CheckpointDirName(data.step);
+  const std::string final_path = JoinPath(dir, name);
   Json manifest_json = {{"format", kFormat},
                         {"version", kVersion},
                         {"step", data.step},
@@ -515,6 +727,7 @@ absl::Status CheckpointManager::SaveImpl(const CheckpointData& data) {
                         {"config_hash", data.config_hash},
                         {"created_unix", static_cast<int64_t>(std::time(nullptr))},
                         {"files", files}};
+  if (!shards.is_null()) manifest_json["shards"] = shards;
   std::string manifest_text;
   try {
     manifest_text = manifest_json.dump(2) + "\n";
@@ -528,7 +741,7 @@ absl::Status CheckpointManager::SaveImpl(const CheckpointData& data) {
   if (absl::Status s = FsyncDir(temp_path); !s.ok()) return s;
 
   if (absl::Status s = MoveIntoPlace(dir, temp_path, final_path); !s.ok()) return s;
-  renamed = true;
+  *renamed = true;
   if (absl::Status s = FsyncDir(dir); !s.ok()) return s;
   verified_manifests_[final_path] = manifest_text;
   if (absl::Status s = WriteFileAtomic(JoinPath(dir, kLatest), name + "\n"); !s.ok()) return s;
@@ -608,7 +821,10 @@ std::vector<std::string> CheckpointManager::List() const {
 }
 
 absl::StatusOr<std::string> CheckpointManager::LatestValid(
-    const std::function<void(const std::string&)>& warn) const {
+    const std::function<void(const std::string&)>& warn, const ShardGroup* group) const {
+  if (group != nullptr) {
+    if (absl::Status s = CheckGroup(*group); !s.ok()) return s;
+  }
   const std::string& dir = options_.dir;
   std::vector<std::string> order;
   const std::string latest_path = JoinPath(dir, kLatest);
@@ -627,7 +843,8 @@ absl::StatusOr<std::string> CheckpointManager::LatestValid(
     if (std::find(order.begin(), order.end(), *it) == order.end()) order.push_back(*it);
   }
   for (const std::string& path : order) {
-    absl::Status status = VerifyReason(path, /*hash=*/true);
+    absl::Status status =
+        group != nullptr ? VerifyReasonShared(path, *group) : VerifyReason(path, /*hash=*/true);
     if (status.ok()) return path;
     if (warn) {
       warn(absl::StrCat("checkpoint ", path, " is corrupt (", status.message(),

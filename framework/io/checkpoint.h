@@ -8,6 +8,15 @@
 //   manifest.json          written LAST: step, world_size, config_hash, created time, and for every
 //                          other file its size and sha256. A directory without a valid manifest is
 //                          not a checkpoint.
+// Sharded checkpoints (ZeRO runs with several ranks, SaveSharded): every rank writes the tensors it
+// owns, in parallel, into the same temporary directory (a file system shared by all ranks):
+//   model-rank-<r>-of-<N>.safetensors      the weights (or LoRA adapters) rank r owns
+//   optimizer-rank-<r>-of-<N>.safetensors  the optimizer state of those parameters (the step
+//                                          counter only in rank 0's)
+// and hashes its own files; rank 0 writes state.safetensors, trainer_state.json and, once every
+// rank has reported, the manifest (which records "shards": world size and ZeRO stage). Loading
+// reads every listed model*/optimizer* file into one map, so any world size (or an unsharded run)
+// resumes from it.
 // Saving writes into a temporary directory (.tmp-step-…), fsyncs every file and the directory,
 // writes the manifest, renames the directory into place, then replaces the `latest` text file
 // atomically. Retention keeps the newest `keep_last` checkpoints plus every step divisible by
@@ -42,6 +51,16 @@ struct CheckpointData {
   NamedTensors optimizer;   // → optimizer.safetensors (may be empty)
   NamedTensors extra;       // → state.safetensors (may be empty)
   nlohmann::json trainer_state = nlohmann::json::object();  // → trainer_state.json
+  // SaveSharded only: the ZeRO stage recorded in the manifest ("zero1", ...).
+  std::string sharding;
+};
+
+// The ranks saving one sharded checkpoint together. all_gather is a collective (every member calls
+// it, in the same order): each member's string, in rank order, on every member.
+struct ShardGroup {
+  int rank = 0;
+  int size = 1;
+  std::function<std::vector<std::string>(const std::string&)> all_gather;
 };
 
 struct LoadedCheckpoint {
@@ -51,6 +70,7 @@ struct LoadedCheckpoint {
   std::string config_hash;
   std::map<std::string, Tensor> model, optimizer, extra;
   nlohmann::json trainer_state;
+  int shard_files = 0;  // model-rank-*/optimizer-rank-* files (0: an unsharded checkpoint)
 };
 
 struct CheckpointOptions {
@@ -69,8 +89,15 @@ std::string CheckpointDirName(int64_t step);
 // the listed size and sha256. The error names the directory and the file at fault.
 absl::Status VerifyCheckpoint(const std::string& path);
 
-// Loads (after verifying) one checkpoint directory.
-absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path);
+// Collective over `group` (a sharded job resuming): the same check, with the files' sha256 split
+// between the ranks (rank r hashes every size-th file); every rank gets the same status.
+absl::Status VerifyCheckpoint(const std::string& path, const ShardGroup& group);
+
+// Loads (after verifying, unless verify is false: the caller verified it) one checkpoint
+// directory, unsharded or sharded: the tensors of every model*.safetensors file go to `model`, of
+// every optimizer*.safetensors to `optimizer` (a name in two files is an error naming both).
+// Tensors are zero-copy views of the mapped files: only what the caller touches is read.
+absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, bool verify = true);
 
 class CheckpointManager {
  public:
@@ -84,18 +111,31 @@ class CheckpointManager {
   // Copies the tensors now (host snapshot), then writes in a background thread. Waits first for
   // the previous asynchronous save, and returns that save's error, if any.
   absl::Status SaveAsync(CheckpointData data);
+  // Collective over `group`, synchronous: every rank writes its shard files (data.model and
+  // data.optimizer hold the tensors it owns; data.extra and data.trainer_state are taken from rank
+  // 0) into one temporary directory; rank 0 writes the manifest, moves it into place and replaces
+  // `latest`. Every rank returns the same status; on any rank's failure nothing is moved into place
+  // and the temporary directory is removed.
+  absl::Status SaveSharded(const CheckpointData& data, const ShardGroup& group);
   // Waits for a pending asynchronous save; returns its status.
   absl::Status Wait();
 
   // Checkpoint directories in the dir, oldest first (by step), valid or not.
   std::vector<std::string> List() const;
   // The newest checkpoint that verifies; each invalid newer one is reported through `warn` (one
-  // line naming it and why) and skipped. NotFound when there is none.
+  // line naming it and why) and skipped. NotFound when there is none. With a group (collective:
+  // every rank of a job resuming), the hashing is split between the ranks and they all agree.
   absl::StatusOr<std::string> LatestValid(
-      const std::function<void(const std::string&)>& warn = nullptr) const;
+      const std::function<void(const std::string&)>& warn = nullptr,
+      const ShardGroup* group = nullptr) const;
 
  private:
   absl::Status SaveImpl(const CheckpointData& data);
+  absl::Status SaveShardedImpl(const CheckpointData& data, const ShardGroup& group);
+  // Writes the manifest (listing `files`, and `shards` unless null) into the complete temporary
+  // directory, moves it into place, replaces `latest`, applies retention. *renamed: moved.
+  absl::Status Commit(const CheckpointData& data, const std::string& temp_path,
+                      const nlohmann::json& files, const nlohmann::json& shards, bool* renamed);
   absl::Status ApplyRetention(int64_t newest_step);
 
   CheckpointOptions options_;

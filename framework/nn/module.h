@@ -79,6 +79,10 @@ class Linear : public Module {
   // (seed, key, the adapter's stream, the order of Forward calls since this call), so a trainer
   // that sets key = f(step, rank) before each step gets reproducible masks, also across a resume.
   void SetLoraDropout(bool training, uint64_t seed, uint64_t key);
+  // Position of the dropout generator (values drawn since SetLoraDropout). Activation
+  // recomputation rewinds it to replay a forward's masks, then puts it back.
+  uint64_t lora_dropout_offset() const { return dropout_offset_; }
+  void RewindLoraDropout(uint64_t offset) const { dropout_offset_ = offset; }
 
  private:
   Tensor weight_;

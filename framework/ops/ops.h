@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "framework/backends/backend.h"
@@ -88,5 +89,17 @@ Tensor Embedding(const Tensor& table, const Tensor& ids);
 // Blockwise masked attention (attention.cc): see AttentionArgs in backend.h. Returns [B, Hq, Tq, D].
 Tensor Attention(const Tensor& q, const std::vector<Tensor>& k, const std::vector<Tensor>& v,
                  const std::vector<KeyMask>& masks, double scale);
+
+// ---- activation recomputation (checkpoint.cc) ----
+using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
+// fn(inputs) computed without keeping its intermediate activations: the forward runs with recording
+// off; backward runs fn again (recording on) from the saved inputs and backpropagates through it.
+// `params` lists every tensor requiring grad that fn uses besides `inputs` (a layer's trainable
+// parameters); their gradients flow out through this op, so each is accumulated once per backward.
+// fn must be deterministic (replay any randomness itself) and is called again in backward; a leaf
+// requiring grad that fn reaches and is in neither list is an error in backward, and fn must not use
+// tensors carrying a graph other than through `inputs`. `params` must not repeat a tensor.
+Tensor Checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
+                  const std::vector<Tensor>& params);
 
 }  // namespace fam::ops

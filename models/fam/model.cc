@@ -1,6 +1,7 @@
 #include "models/fam/model.h"
 
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -220,6 +221,43 @@ Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& position
   return FeedForward(layer, ops::Add(x, OutputProjection(layer, attn)));
 }
 
+Tensor FamModel::RecomputedLayerForward(int64_t l, const Tensor& x, const Tensor& positions,
+                                        const Tensor& state, bool state_is_initial,
+                                        const std::vector<int64_t>& offsets,
+                                        Tensor* final_state) const {
+  const DecoderLayer& layer = *model_->layers[l];
+  std::vector<Tensor> params;
+  for (const Tensor& p : layer.Parameters())
+    if (p.requires_grad()) params.push_back(p);
+  // LoRA dropout is the layer's only state: each Linear's generator position when the layer first
+  // runs, so that the recomputation draws the same masks.
+  std::vector<const nn::Linear*> linears;
+  std::vector<uint64_t> start_offsets;
+  for (const auto& [name, module] : layer.NamedModules()) {
+    if (const auto* linear = dynamic_cast<const nn::Linear*>(module)) {
+      linears.push_back(linear);
+      start_offsets.push_back(linear->lora_dropout_offset());
+    }
+  }
+  auto first_run = std::make_shared<bool>(true);
+  ops::CheckpointFn fn = [this, l, state_is_initial, offsets, final_state, linears, start_offsets,
+                          first_run](const std::vector<Tensor>& in) {
+    if (*first_run) {
+      *first_run = false;
+      return LayerForward(l, in[0], in[1], in[2], state_is_initial, offsets, final_state);
+    }
+    std::vector<uint64_t> now;
+    for (size_t i = 0; i < linears.size(); ++i) {
+      now.push_back(linears[i]->lora_dropout_offset());
+      linears[i]->RewindLoraDropout(start_offsets[i]);
+    }
+    Tensor out = LayerForward(l, in[0], in[1], in[2], state_is_initial, offsets, nullptr);
+    for (size_t i = 0; i < linears.size(); ++i) linears[i]->RewindLoraDropout(now[i]);
+    return out;
+  };
+  return ops::Checkpoint(fn, {x, positions, state}, params);
+}
+
 ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& options) const {
   FAM_CHECK(tokens.dim() == 2, "model input must be token ids [batch, T], got ", tokens.Describe());
   const int64_t batch = tokens.size(0), seq = tokens.size(1);
@@ -254,7 +292,9 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
     }
     Tensor final_state;
     if (options.hooks) options.hooks->BeforeLayer(l);
-    x = LayerForward(l, x, token_positions, s, !carried, offsets, &final_state);
+    x = options.recompute
+            ? RecomputedLayerForward(l, x, token_positions, s, !carried, offsets, &final_state)
+            : LayerForward(l, x, token_positions, s, !carried, offsets, &final_state);
     if (options.hooks) x = options.hooks->AfterLayer(l, x);
     if (has_state && !carried && l + 1 < config_.n_layers) {
       init_rows = InitialStateLayer(l, init_rows, init_positions);

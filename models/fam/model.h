@@ -67,7 +67,9 @@ struct ForwardOptions {
   // from the learned initial FAM. A carried state takes the positions of the initial state (ours).
   std::vector<Tensor> initial_state;
   bool compute_logits = true;
-  // Activation recomputation: keep only each layer's input and recompute the layer in backward.
+  // Activation recomputation: keep only each layer's input and recompute the layer in backward
+  // (ops::Checkpoint). The rerun happens when backward reaches the layer, i.e. after the identity
+  // returned by LayerHooks::AfterLayer has run its backward.
   bool recompute = false;
   LayerHooks* hooks = nullptr;  // not owned; null = none
 };
@@ -141,6 +143,12 @@ class FamModel : public nn::Module {
   Tensor LayerForward(int64_t l, const Tensor& x, const Tensor& positions, const Tensor& state,
                       bool state_is_initial, const std::vector<int64_t>& offsets,
                       Tensor* final_state) const;
+  // LayerForward through ops::Checkpoint (activation recomputation): keeps only the layer's inputs
+  // and recomputes the layer in backward, replaying its LoRA dropout masks. *final_state comes
+  // from the forward without gradients (the trainer detaches it anyway).
+  Tensor RecomputedLayerForward(int64_t l, const Tensor& x, const Tensor& positions,
+                                const Tensor& state, bool state_is_initial,
+                                const std::vector<int64_t>& offsets, Tensor* final_state) const;
   Tensor Positions(int64_t batch, int64_t start, int64_t count,
                    const std::vector<int64_t>& offsets) const;
   Tensor StatePositions(int64_t batch, int64_t block_end, bool initial,

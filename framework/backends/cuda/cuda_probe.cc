@@ -16,6 +16,17 @@ int CudaDeviceCount() {
 #endif
 }
 
+int64_t CudaDeviceMemoryBytes(int index) {
+#ifdef FAM_HAVE_CUDA
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) return 0;
+  return static_cast<int64_t>(prop.totalGlobalMem);
+#else
+  (void)index;
+  return 0;
+#endif
+}
+
 std::string CudaUnavailableReason(int index) {
 #ifdef FAM_HAVE_CUDA
   int count = 0;

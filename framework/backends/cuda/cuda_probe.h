@@ -2,6 +2,7 @@
 // at build time; otherwise reports that CUDA support is not built.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace fam {
@@ -11,5 +12,7 @@ namespace fam {
 std::string CudaUnavailableReason(int index);
 // Number of visible CUDA devices (0 when not built or none present).
 int CudaDeviceCount();
+// Total memory of CUDA device `index` in bytes (0 when not built, absent or not queryable).
+int64_t CudaDeviceMemoryBytes(int index);
 
 }  // namespace fam
