@@ -140,8 +140,8 @@ for key, label in rows:
     print(f"| {label} | {ppl:.1f} | " + " | ".join(cells) + " |")
 r = next(iter(reports.values()))
 for p in r["passkey"]:
-    near = min(t["prompt_tokens"] * (1 - t["depth"]) for t in p["results"])
-    print(f"\n{p['context_tokens']} tokens: {p['trials']} trials, key at least ~{near:.0f} tokens "
-          "before the question", end="")
+    deepest = max(t["depth"] for t in p["results"])
+    print(f"\n{p['context_tokens']} tokens: {p['trials']} trials, prompts of "
+          f"{p['mean_prompt_tokens']:.0f} tokens, key depths <= {deepest:.2f} of the filler", end="")
 print("\n\ncells: exact-match accuracy (fraction of the 5 key digits right, position by position)")
 EOF
