@@ -16,7 +16,7 @@
 #
 #   scripts/finetune_demo.sh [OUT_DIR]      default runs/finetune_demo
 #   env: FAM_BUILD_DIR (default build), PRETRAIN_STEPS (100), FINETUNE_STEPS (config's),
-#        EXAMPLES (1000), SKIP_BSWA_FINETUNE=1 (fine-tune FAM only)
+#        EXAMPLES (16000), SKIP_BSWA_FINETUNE=1 (fine-tune FAM only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/finetune_demo}
@@ -24,7 +24,7 @@ BUILD=${FAM_BUILD_DIR:-build}
 FAM="$BUILD/fam"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-100}
-EXAMPLES=${EXAMPLES:-1000}
+EXAMPLES=${EXAMPLES:-16000}
 FT_CONFIG=configs/experiments/finetune_demo_passkey.yaml
 SUITE=configs/eval/finetune_demo.yaml
 TOKENIZER=data/kjv/tokenizer.model
@@ -65,14 +65,17 @@ if [ ! -f "$OUT/base_bswa/model.safetensors" ]; then
     --memory-segments 1
 fi
 
-# 4. Synthetic PassKey instructions.
+# 4. Synthetic PassKey instructions: one-digit keys (as the suite's passkey.key_digits), short
+# fillers (the key inside the attention window). Long ones (key beyond the BSWA reach) would be
+# the next stage: --long-fraction 0.2 --long-min-tokens 600 --long-max-tokens 1500
+# --long-max-depth 0.4.
 if [ ! -f "$OUT/passkey/data.json" ]; then
   log "PassKey instruction set ($EXAMPLES examples)"
   mkdir -p "$OUT/passkey"
   python3 scripts/make_passkey_instructions.py --out "$OUT/passkey/passkey.jsonl" \
-    --examples "$EXAMPLES" --min-tokens 300 --max-tokens 850 --seed 1
+    --examples "$EXAMPLES" --min-tokens 20 --max-tokens 250 --key-digits 1 --seed 1
   "$FAM" prepare-instructions --config "$FT_CONFIG" --input "$OUT/passkey/passkey.jsonl" \
-    --out "$OUT/passkey" --val-fraction 0.02
+    --out "$OUT/passkey" --val-fraction 0.01
 fi
 
 evaluate() {  # evaluate NAME MODEL_YAML WEIGHTS
@@ -110,7 +113,7 @@ finetune fam
 if [ "${SKIP_BSWA_FINETUNE:-0}" != 1 ]; then finetune bswa; fi
 echo "total: $((SECONDS / 60)) min"
 
-# 8. The table: exact-match accuracy per length, digits right (of 5, position by position), the
+# 8. The table: exact-match accuracy per length, digits right (position by position), the
 # nearest key's distance from the end of the prompt, and validation perplexity on KJV.
 python3 - "$OUT" <<'EOF' | tee "$OUT/table.md"
 import json, os, sys
@@ -122,7 +125,8 @@ reports = {k: json.load(open(f"{out}/eval/{k}.json")) for k, _ in rows
 lengths = [p["context_tokens"] for p in next(iter(reports.values()))["passkey"]]
 
 def digits(trial):
-    key, answer = str(trial["key"]), "".join(c for c in trial["answer"] if c.isdigit())[:5]
+    key = str(trial["key"])
+    answer = "".join(c for c in trial["answer"] if c.isdigit())[:len(key)]
     return sum(a == b for a, b in zip(key, answer))
 
 head = "| model | KJV val ppl | " + " | ".join(f"PassKey {n}" for n in lengths) + " |"
@@ -134,8 +138,10 @@ for key, label in rows:
     r = reports[key]
     cells = []
     for p in r["passkey"]:
-        d = sum(digits(t) for t in p["results"]) / (5.0 * len(p["results"]))
-        cells.append(f"{p['accuracy']:.2f} ({d:.2f})")
+        d = (sum(digits(t) for t in p["results"]) /
+             sum(len(str(t["key"])) for t in p["results"]))
+        kinds = len({"".join(c for c in t["answer"] if c.isdigit()) for t in p["results"]})
+        cells.append(f"{p['accuracy']:.2f} ({d:.2f}, {kinds})")
     ppl = r["val"]["ppl"] if r.get("val") else float("nan")
     print(f"| {label} | {ppl:.1f} | " + " | ".join(cells) + " |")
 r = next(iter(reports.values()))
@@ -143,5 +149,6 @@ for p in r["passkey"]:
     deepest = max(t["depth"] for t in p["results"])
     print(f"\n{p['context_tokens']} tokens: {p['trials']} trials, prompts of "
           f"{p['mean_prompt_tokens']:.0f} tokens, key depths <= {deepest:.2f} of the filler", end="")
-print("\n\ncells: exact-match accuracy (fraction of the 5 key digits right, position by position)")
+print("\n\ncells: exact-match accuracy (fraction of the key digits right, position by position; "
+      "number of distinct digit strings answered: 1 = a constant answer)")
 EOF

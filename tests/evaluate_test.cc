@@ -223,12 +223,12 @@ TEST(Passkey, FirstInteger) {
   EXPECT_EQ(FirstInteger(""), std::nullopt);
 }
 
-void CheckPrompt(const TextCodec& codec, const PasskeyPrompt& p, int64_t target) {
+void CheckPrompt(const TextCodec& codec, const PasskeyPrompt& p, int64_t target,
+                 int key_digits = 5) {
   const int64_t unit = PasskeyFillerTokens(codec);
   EXPECT_LE(static_cast<int64_t>(p.tokens.size()), target);
   EXPECT_GT(static_cast<int64_t>(p.tokens.size()), target - unit);
-  EXPECT_GE(p.key, 10000);
-  EXPECT_LE(p.key, 99999);
+  EXPECT_EQ(std::to_string(p.key).size(), static_cast<size_t>(key_digits)) << p.key;
   std::vector<int32_t> ids(p.tokens.begin(), p.tokens.end());
   if (codec.doc_start >= 0) {
     EXPECT_EQ(ids.front(), codec.doc_start);
@@ -301,6 +301,19 @@ TEST(Passkey, PromptWithByteCodec) {
     deepest = std::max(deepest, full.units_before);
   }
   EXPECT_GT(deepest, 20);  // without max_depth keys do come close to the question
+
+  // key_digits: 2-digit keys lie in [10, 99], are stated in the prompt, and vary; 5 is the default.
+  std::set<int64_t> short_keys;
+  for (int trial = 0; trial < 40; ++trial) {
+    PasskeyPrompt p = *BuildPasskeyPrompt(codec, 1000, 1, trial, -1, 1.0, 2);
+    CheckPrompt(codec, p, 1000, 2);
+    short_keys.insert(p.key);
+    EXPECT_EQ(BuildPasskeyPrompt(codec, 1000, 1, trial, -1, 1.0, 5)->key,
+              BuildPasskeyPrompt(codec, 1000, 1, trial)->key);
+  }
+  EXPECT_GE(short_keys.size(), 20u);
+  EXPECT_EQ(BuildPasskeyPrompt(codec, 1000, 1, 0, -1, 1.0, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 
   absl::StatusOr<PasskeyPrompt> short_prompt = BuildPasskeyPrompt(codec, 50, 0, 0);
   EXPECT_EQ(short_prompt.status().code(), absl::StatusCode::kInvalidArgument);

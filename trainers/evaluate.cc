@@ -244,9 +244,13 @@ std::string TextStreamer::Flush() { return Emit(true); }
 
 double SumCrossEntropy(const FamModel& model, const Tensor& inputs, const Tensor& targets) {
   NoGradGuard no_grad;
-  Tensor logits = model.Forward(inputs).logits;
-  const int64_t v = logits.size(-1);
-  Tensor losses = ops::CrossEntropy(ops::Reshape(logits, {-1, v}), ops::Reshape(targets, {-1}));
+  // The chunked LM head + cross-entropy: at most 2048 × vocab logits at once.
+  ForwardOptions fo;
+  fo.compute_logits = false;
+  Tensor hidden = model.Forward(inputs, fo).hidden;
+  Tensor losses = ops::LinearCrossEntropy(ops::Reshape(hidden, {-1, hidden.size(-1)}),
+                                          model.lm_head_weight(), ops::Reshape(targets, {-1}),
+                                          Tensor(), 2048);
   double sum = 0;
   for (double x : losses.ToDoubles()) sum += x;
   return sum;
@@ -383,11 +387,16 @@ int64_t PasskeyFillerTokens(const TextCodec& codec) {
 
 absl::StatusOr<PasskeyPrompt> BuildPasskeyPrompt(const TextCodec& codec, int64_t context_tokens,
                                                  uint64_t seed, int64_t trial, double depth,
-                                                 double max_depth) {
+                                                 double max_depth, int key_digits) {
+  if (key_digits < 1 || key_digits > 9)
+    return absl::InvalidArgumentError(
+        absl::StrCat("passkey: key_digits must be in 1-9, got ", key_digits));
   const std::array<uint32_t, 4> draw = Philox(
       seed, kPasskeyStream + static_cast<uint64_t>(context_tokens), static_cast<uint64_t>(trial));
   PasskeyPrompt out;
-  out.key = 10000 + static_cast<int64_t>(draw[0] % 90000);
+  int64_t lowest = 1;  // 10^(key_digits - 1)
+  for (int d = 1; d < key_digits; ++d) lowest *= 10;
+  out.key = lowest + static_cast<int64_t>(draw[0] % static_cast<uint32_t>(9 * lowest));
   if (depth < 0) {
     depth = std::clamp(max_depth, 0.0, 1.0) * (static_cast<double>(draw[1]) / 4294967296.0);
   }
@@ -471,7 +480,8 @@ absl::StatusOr<std::vector<PasskeyLengthResult>> RunPasskey(
     int64_t tokens = 0, correct = 0;
     for (int64_t trial = 0; trial < options.trials; ++trial) {
       absl::StatusOr<PasskeyPrompt> prompt = BuildPasskeyPrompt(codec, length, options.seed, trial,
-                                                                  /*depth=*/-1, options.max_depth);
+                                                                  /*depth=*/-1, options.max_depth,
+                                                                  options.key_digits);
       if (!prompt.ok()) return prompt.status();
       PasskeyTrial result;
       result.key = prompt->key;
@@ -587,6 +597,9 @@ void VisitSuite(YamlReader& r, EvalSuite* s) {
         p.Get("max_depth", &s->passkey.max_depth, InRange(0, 1),
               "key depths drawn in [0, max_depth]; below 1 keeps every key at least "
               "(1 - max_depth) x length tokens before the question");
+        p.Get("key_digits", &s->passkey.key_digits, InRange(1, 9),
+              "digits of each pass key (5 as the paper; fewer makes copying easier for tiny "
+              "models)");
       },
       "PassKey retrieval (FAM_SPEC.md section 8)");
   r.Get("plots", &s->plots, "write PNG plots (gnuplot)");
@@ -1044,6 +1057,7 @@ absl::StatusOr<EvalReport> RunEval(const EvalRequest& request, std::ostream& log
     po.seed = static_cast<uint64_t>(suite.passkey.seed);
     po.chunk = suite.passkey.chunk;
     po.max_depth = suite.passkey.max_depth;
+    po.key_digits = static_cast<int>(suite.passkey.key_digits);
     if (lm->tokenizer.empty()) {
       log << "passkey: no tokenizer (data.tokenizer or --tokenizer): skipped" << std::endl;
     } else {

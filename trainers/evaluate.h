@@ -138,7 +138,7 @@ absl::StatusOr<std::vector<int64_t>> ReadShardTokens(const std::string& glob, in
 
 struct PasskeyPrompt {
   std::vector<int64_t> tokens;  // the whole prompt, ending with "... The pass key is"
-  int64_t key = 0;              // 5 digits
+  int64_t key = 0;              // key_digits digits (no leading zero)
   int64_t key_begin = 0;        // token range of the sentence stating the key
   int64_t key_end = 0;
   int64_t filler_units = 0;  // filler repetitions in total
@@ -148,11 +148,12 @@ struct PasskeyPrompt {
 
 // The prompt for a target length in tokens: intro, filler with the key sentence at depth `depth`
 // (in [0, 1]; negative: a Philox draw in [0, max_depth]), the question. The key and the random
-// depth are drawn from (seed, kPasskeyStream + context_tokens, trial). The length is within one filler repetition
-// below the target; a target shorter than the prompt without filler is an InvalidArgument.
+// depth are drawn from (seed, kPasskeyStream + context_tokens, trial); the key has key_digits
+// digits (1-9). The length is within one filler repetition below the target; a target shorter
+// than the prompt without filler, or key_digits outside 1-9, is an InvalidArgument.
 absl::StatusOr<PasskeyPrompt> BuildPasskeyPrompt(const TextCodec& codec, int64_t context_tokens,
                                                  uint64_t seed, int64_t trial, double depth = -1,
-                                                 double max_depth = 1.0);
+                                                 double max_depth = 1.0, int key_digits = 5);
 // Shortest prompt (no filler) and tokens per filler repetition for this codec.
 int64_t MinPasskeyTokens(const TextCodec& codec);
 int64_t PasskeyFillerTokens(const TextCodec& codec);
@@ -166,6 +167,7 @@ struct PasskeyOptions {
   uint64_t seed = 0;
   int64_t chunk = 0;       // prompt tokens per ForwardStreaming call (0: DefaultChunk)
   double max_depth = 1.0;  // key depths drawn in [0, max_depth] (0: the start of the filler)
+  int key_digits = 5;      // digits of each key (1-9)
 };
 
 struct PasskeyTrial {
@@ -225,6 +227,7 @@ struct EvalSuite {
     int64_t seed = 0;
     int64_t chunk = 0;       // 0 = the block size
     double max_depth = 1.0;  // key depths in [0, max_depth]: < 1 keeps keys far from the question
+    int64_t key_digits = 5;  // digits of each key (1-9)
   } passkey;
   bool plots = true;  // PNG plots through scripts/plot_report.sh (needs gnuplot)
 };

@@ -238,11 +238,27 @@ absl::StatusOr<MemoryBreakdown> EstimateMemory(const RunConfig& config, int gpus
   // Backward of one layer: gradients of the MLP intermediates (3 × ffn) and of the residual
   // stream (2 × d) alive at once.
   const double layer_grads = mb * rows * p * (3.0 * m.ffn_dim + 2.0 * m.d_model);
-  // LM head: final RMSNorm input and output (+ 1/rms), logits kept by the fused cross-entropy; its
-  // backward converts logits to f32 (bf16 runs), writes f32 grad_logits and casts them back.
-  const double v = static_cast<double>(m.vocab_size);
-  const double head_kept = mb * seq * (2.0 * m.d_model * p + 4 + v * p + 4);
-  const double ce_backward = mb * seq * v * (bf16 ? 4 + 4 + 2 : 4);
+  // LM head: final RMSNorm input and output (+ 1/rms) and the row log-sum-exp, plus
+  // - unchunked (trainer.loss_chunk_tokens 0): the logits kept by the fused cross-entropy; its
+  //   backward converts them to f32 (bf16 runs), writes f32 grad_logits and casts them back;
+  // - chunked (ops::LinearCrossEntropy): nothing more kept; its backward holds one f32 chunk of
+  //   logits (turned into grad_logits in place) and f32 grad_hidden, grad_weight when the head
+  //   trains (not under LoRA), and in bf16 runs f32 copies of hidden and the head weight plus the
+  //   bf16 casts of the gradients.
+  const double v = static_cast<double>(m.vocab_size), d = static_cast<double>(m.d_model);
+  const double tokens = mb * seq;
+  const int64_t chunk_tokens = config.trainer.loss_chunk_tokens;
+  double head_kept = tokens * (2.0 * d * p + 4 + 4);
+  double ce_backward = 0;
+  if (chunk_tokens <= 0) {
+    head_kept += tokens * v * p;
+    ce_backward = tokens * v * (bf16 ? 4 + 4 + 2 : 4);
+  } else {
+    const double chunk = std::min(static_cast<double>(chunk_tokens), tokens);
+    const bool head_trains = config.trainer.type != TrainerType::kFinetune;
+    ce_backward = chunk * v * 4 + tokens * d * (bf16 ? 4 + 4 + 2 : 4) +
+                  v * d * ((bf16 ? 4 : 0) + (head_trains ? (bf16 ? 4 + 2 : 4) : 0));
+  }
   double kept = 0, peak = 0;
   if (s.recompute) {
     kept = layers * mb * (seq + fam) * m.d_model * p + initial;  // checkpointed layer inputs
@@ -300,21 +316,33 @@ absl::StatusOr<MemoryPlan> PlanMemory(const RunConfig& config, int gpus, double 
   std::vector<ZeroStage> stages = {ZeroStage::kNone};
   if (gpus > 1)
     stages = {ZeroStage::kNone, ZeroStage::kZero1, ZeroStage::kZero2, ZeroStage::kZero3};
+  // Per (recompute, stage): the largest micro-batch within the headroom, else the largest that
+  // fits at all. The suggestion: the cheapest option within the headroom, else the cheapest fit.
+  const double comfortable = (1.0 - kSuggestionHeadroom) * budget_bytes;
+  int first_fit = -1;
   for (bool recompute : {false, true}) {
     for (ZeroStage zero : stages) {
-      PlanCandidate c;
+      PlanCandidate c, best_fit;
+      bool any_fit = false;
       for (int64_t mb : micro) {
         PlanSettings s{zero, recompute, mb};
         absl::StatusOr<MemoryBreakdown> b = EstimateMemory(config, gpus, s);
         if (!b.ok()) return b.status();
         c = {s, *b, b->total() <= budget_bytes};
-        if (c.fits) break;
+        if (c.fits && !any_fit) {
+          best_fit = c;
+          any_fit = true;
+        }
+        if (b->total() <= comfortable) break;
       }
+      if (any_fit && c.memory.total() > comfortable) c = best_fit;
       plan.options.push_back(c);
-      if (c.fits && plan.suggestion < 0)
-        plan.suggestion = static_cast<int>(plan.options.size()) - 1;
+      const int index = static_cast<int>(plan.options.size()) - 1;
+      if (c.fits && first_fit < 0) first_fit = index;
+      if (c.fits && c.memory.total() <= comfortable && plan.suggestion < 0) plan.suggestion = index;
     }
   }
+  if (plan.suggestion < 0) plan.suggestion = first_fit;
   return plan;
 }
 
@@ -351,7 +379,9 @@ std::string FormatMemoryPlan(const RunConfig& config, const MemoryPlan& plan) {
   for (const std::string& r : rows) out += r + "\n";
   absl::StrAppendFormat(&out, "config (%s): %s\n", SettingsText(plan.configured),
                         plan.configured_fits ? "fits" : "does NOT fit");
-  out += "options, cheapest first (largest micro-batch that fits, else micro_batch 1):\n";
+  out +=
+      "options, cheapest first (largest micro-batch within 90 % of the budget, else the largest "
+      "that fits):\n";
   for (size_t i = 0; i < plan.options.size(); ++i) {
     const PlanCandidate& c = plan.options[i];
     absl::StrAppendFormat(

@@ -59,6 +59,9 @@ struct MemoryBreakdown {
 // Constants of the model (docs/memory.md).
 inline constexpr double kWorkspaceFixedBytes = 1024.0 * 1024.0 * 1024.0;  // context, cuBLAS, NCCL
 inline constexpr double kAllocatorSlack = 0.05;  // fraction of everything else
+// The search prefers settings that leave this fraction of the budget free (the estimate is not
+// exact): a suggestion at 99 % of the GPU is taken only when nothing leaves that margin.
+inline constexpr double kSuggestionHeadroom = 0.10;
 
 // The breakdown for run `config` on `gpus` ranks with `settings` (instead of the config's
 // distributed.zero, trainer.recompute and trainer.micro_batch).
@@ -83,8 +86,8 @@ struct MemoryPlan {
   PlanSettings configured;  // the config's own settings
   MemoryBreakdown configured_memory;
   bool configured_fits = false;
-  // For each (recompute, zero stage) in cost order: the largest micro-batch that fits, or
-  // micro-batch 1 when none does.
+  // For each (recompute, zero stage) in cost order: the largest micro-batch within the headroom,
+  // else the largest that fits, else micro-batch 1.
   std::vector<PlanCandidate> options;
   int suggestion = -1;  // index into options of the cheapest that fits; -1 = nothing fits
 };

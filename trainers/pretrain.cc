@@ -521,6 +521,9 @@ absl::Status Trainer::MaybeResume() {
     if (absl::Status s = train_.Restore(ls); !s.ok()) return s;
     if (ts.contains("first_val_loss"))
       result_.first_val_loss = ts.at("first_val_loss").get<double>();
+    if (ts.contains("last_val_loss")) result_.last_val_loss = ts.at("last_val_loss").get<double>();
+    if (ts.contains("last_train_loss"))
+      result_.last_train_loss = ts.at("last_train_loss").get<double>();
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat(path, "/trainer_state.json: ", e.what()));
   }
@@ -630,6 +633,8 @@ io::CheckpointData Trainer::MakeCheckpointData(bool owned_only) const {
       {"seed", config_.trainer.seed},
       {"lr", LearningRate(schedule_, step_)}};
   if (result_.first_val_loss >= 0) data.trainer_state["first_val_loss"] = result_.first_val_loss;
+  if (result_.last_val_loss >= 0) data.trainer_state["last_val_loss"] = result_.last_val_loss;
+  if (result_.last_train_loss >= 0) data.trainer_state["last_train_loss"] = result_.last_train_loss;
   FillModelCheckpoint(*model_, lora_state_, &data);  // every parameter, or adapters only (LoRA)
   if (owned_only) {
     // The tensors of parameters other ranks own are dropped (matched by storage and offset, which
@@ -663,9 +668,14 @@ absl::StatusOr<double> Trainer::Validate() {
   double total = 0;
   if (HasLora(*model_)) SetLoraDropout(*model_, false, 0, 0);
   GatherFullWeights();  // ZeRO-3: evaluation sees every parameter
+  const int64_t chunk = config_.trainer.loss_chunk_tokens;
+  ForwardOptions fo;
+  fo.compute_logits = chunk == 0;
   for (const data::Batch& b : val_batches_) {
-    ForwardResult out = model_->Forward(b.inputs);
-    total += model_->Loss(out.logits, b.targets, b.weights).item();
+    ForwardResult out = model_->Forward(b.inputs, fo);
+    total += (chunk == 0 ? model_->Loss(out.logits, b.targets, b.weights)
+                         : model_->LossFromHidden(out.hidden, b.targets, b.weights, chunk))
+                 .item();
   }
   ReleaseFullWeights();
   double count = static_cast<double>(val_batches_.size());
@@ -712,6 +722,7 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
     const data::Batch& batch = (*micro)[m];
     ForwardOptions fo;
     fo.recompute = t.recompute;
+    fo.compute_logits = t.loss_chunk_tokens == 0;  // else the chunked head computes the loss
     const int64_t b = batch.inputs.size(0);
     if (tricks.random_position_offset) {
       const uint64_t range = static_cast<uint64_t>(std::floor(2 * M_PI * config_.model.rope_base));
@@ -735,7 +746,10 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
       SetLoraDropout(*model_, true, t.seed, static_cast<uint64_t>(step_ * t.global_batch + sample));
     sample += b;
     ForwardResult out = model_->Forward(batch.inputs, fo);
-    Tensor loss = model_->Loss(out.logits, batch.targets, batch.weights);
+    Tensor loss = fo.compute_logits
+                      ? model_->Loss(out.logits, batch.targets, batch.weights)
+                      : model_->LossFromHidden(out.hidden, batch.targets, batch.weights,
+                                               t.loss_chunk_tokens);
     // The reducer averages over ranks, hence world_ x this rank's share.
     const double share = step_weight > 0 ? world_ * micro_weight[m] / step_weight : 0.0;
     ops::Scale(loss, share).backward();

@@ -22,7 +22,7 @@ namespace fam {
 struct TrainResult {
   int64_t final_step = 0;
   double first_val_loss = -1, last_val_loss = -1;  // < 0: no validation ran
-  double last_train_loss = 0;
+  double last_train_loss = -1;  // < 0: no step applied (nor recorded in the resumed checkpoint)
   std::string run_dir, last_checkpoint;
   bool interrupted = false;      // stopped by SIGTERM/SIGINT after saving a checkpoint
   int rank = 0, world_size = 1;  // this process in a data-parallel job

@@ -149,6 +149,9 @@ void VisitTrainer(YamlReader& r, TrainerConfig* t) {
         "non-finite steps skipped in a row before the run stops");
   r.Get("recompute", &t->recompute,
         "recompute each decoder layer in backward (keeps only layer inputs; same gradients)");
+  r.Get("loss_chunk_tokens", &t->loss_chunk_tokens, 0,
+        "tokens per chunk of the fused LM head + cross-entropy (at most this many x vocab logits "
+        "exist at once; backward recomputes them); 0 = full logits");
   r.Get("memory_budget_gb", &t->memory_budget_gb, AtLeast(0),
         "per-GPU memory budget (GiB) checked by `fam plan`'s estimate at start; 0 = the GPU's "
         "memory on cuda, no check on cpu");

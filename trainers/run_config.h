@@ -70,6 +70,9 @@ struct TrainerConfig {
   int64_t eval_batches = 8;
   int64_t max_consecutive_skips = 5;  // non-finite steps skipped in a row before giving up
   bool recompute = false;             // activation recomputation in backward
+  // Tokens per chunk of the fused LM head + cross-entropy (ops::LinearCrossEntropy): the training
+  // loss never holds more than loss_chunk_tokens × vocab logits. 0 = unchunked (full logits).
+  int64_t loss_chunk_tokens = 2048;
   // Per-GPU memory budget in GiB for the start check of `fam train` (trainers/memory_plan.h): a run
   // whose estimate exceeds it is refused. 0 = the GPU's own memory on CUDA, no check on CPU.
   double memory_budget_gb = 0;

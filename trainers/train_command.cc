@@ -64,9 +64,10 @@ Command TrainCommand() {
     if (absl::Status s = CheckMemoryPlan(*config); !s.ok()) return s;
     absl::StatusOr<TrainResult> result = RunTraining(*config);
     if (!result.ok()) return result.status();
-    std::cout << absl::StrFormat("done: step %d, train loss %.4f", result->final_step,
-                                 result->last_train_loss);
-    if (result->first_val_loss >= 0)
+    std::cout << absl::StrFormat("done: step %d", result->final_step);
+    if (result->last_train_loss >= 0)
+      std::cout << absl::StrFormat(", train loss %.4f", result->last_train_loss);
+    if (result->first_val_loss >= 0 && result->last_val_loss >= 0)
       std::cout << absl::StrFormat(", val loss %.4f → %.4f (ppl %.1f → %.1f)", result->first_val_loss,
                                    result->last_val_loss, std::exp(result->first_val_loss),
                                    std::exp(result->last_val_loss));

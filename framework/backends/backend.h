@@ -106,7 +106,8 @@ class Backend {
   virtual void CrossEntropyForward(const Tensor& logits, const Tensor& targets,
                                    const Tensor& weights, int64_t ignore_index,
                                    const Tensor& losses, const Tensor& lse) = 0;
-  // grad_logits [N, V] = grad_losses[n] * weight * (softmax - onehot).
+  // grad_logits [N, V] = grad_losses[n] * weight * (softmax - onehot). grad_logits may be logits
+  // itself (in place; ops::LinearCrossEntropy relies on it).
   virtual void CrossEntropyBackward(const Tensor& logits, const Tensor& targets,
                                     const Tensor& weights, int64_t ignore_index,
                                     const Tensor& lse, const Tensor& grad_losses,

@@ -82,6 +82,12 @@ Tensor Softmax(const Tensor& x);
 // weight * (logsumexp(logits) - logits[target]), 0 for ignored tokens.
 Tensor CrossEntropy(const Tensor& logits, const Tensor& targets, const Tensor& weights = Tensor(),
                     int64_t ignore_index = -100);
+// Chunked LM head + cross-entropy (linear_cross_entropy.cc): the per-row losses of
+// CrossEntropy(Linear(hidden [N, d], weight [V, d]), targets, weights) computed chunk_rows rows at a
+// time (chunk_rows <= 0: all rows at once). Never holds more than [chunk_rows, V] logits: the forward
+// keeps the row log-sum-exp, the backward recomputes each chunk's logits.
+Tensor LinearCrossEntropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
+                          const Tensor& weights, int64_t chunk_rows, int64_t ignore_index = -100);
 // Rotate-half RoPE (rope.cc): x [B, H, T, D] (D even); positions [B, T] or [T] (i32/i64).
 Tensor Rope(const Tensor& x, const Tensor& positions, double base);
 // Embedding gather (embedding.cc): table [V, D], ids [...] (i32/i64) → [..., D]; ids checked < V.

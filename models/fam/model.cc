@@ -307,11 +307,10 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
   return result;
 }
 
-Tensor FamModel::Loss(const Tensor& logits, const Tensor& targets, const Tensor& weights) const {
-  const int64_t v = logits.size(-1);
-  Tensor flat_targets = ops::Reshape(targets, {-1});
-  Tensor flat_weights = weights.defined() ? ops::Reshape(weights, {-1}) : Tensor();
-  Tensor losses = ops::CrossEntropy(ops::Reshape(logits, {-1, v}), flat_targets, flat_weights);
+namespace {
+
+// Weighted mean of per-token losses: sum / (total weight, or count, of the non-ignored targets).
+Tensor MeanTokenLoss(const Tensor& losses, const Tensor& flat_targets, const Tensor& flat_weights) {
   double normaliser = 0;
   if (flat_weights.defined()) {
     std::vector<int64_t> t = flat_targets.ToInts();
@@ -322,6 +321,26 @@ Tensor FamModel::Loss(const Tensor& logits, const Tensor& targets, const Tensor&
     for (int64_t t : flat_targets.ToInts()) normaliser += t != -100;
   }
   return ops::Scale(ops::SumAll(losses), normaliser > 0 ? 1.0 / normaliser : 0.0);
+}
+
+}  // namespace
+
+Tensor FamModel::Loss(const Tensor& logits, const Tensor& targets, const Tensor& weights) const {
+  const int64_t v = logits.size(-1);
+  Tensor flat_targets = ops::Reshape(targets, {-1});
+  Tensor flat_weights = weights.defined() ? ops::Reshape(weights, {-1}) : Tensor();
+  Tensor losses = ops::CrossEntropy(ops::Reshape(logits, {-1, v}), flat_targets, flat_weights);
+  return MeanTokenLoss(losses, flat_targets, flat_weights);
+}
+
+Tensor FamModel::LossFromHidden(const Tensor& hidden, const Tensor& targets, const Tensor& weights,
+                                int64_t chunk_tokens) const {
+  const int64_t d = hidden.size(-1);
+  Tensor flat_targets = ops::Reshape(targets, {-1});
+  Tensor flat_weights = weights.defined() ? ops::Reshape(weights, {-1}) : Tensor();
+  Tensor losses = ops::LinearCrossEntropy(ops::Reshape(hidden, {-1, d}), lm_head_weight(),
+                                          flat_targets, flat_weights, chunk_tokens);
+  return MeanTokenLoss(losses, flat_targets, flat_weights);
 }
 
 StreamingState FamModel::NewStreamingState(int64_t batch) const {

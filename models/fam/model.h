@@ -111,6 +111,11 @@ class FamModel : public nn::Module {
   // Mean token cross-entropy of logits [batch, T, V] against targets [batch, T]; optional per-token
   // weights [batch, T] (weighted mean); targets equal to -100 are ignored.
   Tensor Loss(const Tensor& logits, const Tensor& targets, const Tensor& weights = Tensor()) const;
+  // The same loss from the final hidden states [batch, T, d_model] (ForwardResult::hidden, with
+  // compute_logits off) through the chunked LM head + cross-entropy (ops::LinearCrossEntropy):
+  // at most chunk_tokens × vocab logits exist at once; chunk_tokens <= 0 = all tokens at once.
+  Tensor LossFromHidden(const Tensor& hidden, const Tensor& targets, const Tensor& weights,
+                        int64_t chunk_tokens) const;
 
   // The initial FAM state of every layer (§4): P pushed through the stack alone.
   std::vector<Tensor> InitialFamState(int64_t batch, const std::vector<int64_t>& offsets) const;
