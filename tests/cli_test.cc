@@ -25,27 +25,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunOutput {
-  int exit_code = -1;
-  std::string output;  // stdout + stderr
-};
-
-std::string FamBinary() {
-  const char* dir = std::getenv("FAM_BINARY_DIR");
-  return std::string(dir ? dir : "build") + "/fam";
-}
-
-RunOutput RunFam(const std::string& args) {
-  RunOutput r;
-  std::string cmd = FamBinary() + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
-  int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using RunOutput = testing::CommandResult;
+using testing::FamBinary;
+using testing::RunFam;
 
 class CliTest : public ::testing::Test {
  protected:

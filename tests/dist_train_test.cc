@@ -23,10 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct RunOutput {
-  int exit_code = -1;
-  std::string output;
-};
+using RunOutput = testing::CommandResult;
 
 // mpirun from FAM_MPIRUN or the PATH; empty when there is none.
 std::string FindMpirun() {
@@ -41,20 +38,11 @@ std::string FindMpirun() {
   return "";
 }
 
-std::string FamBinary() {
-  const char* dir = std::getenv("FAM_BINARY_DIR");
-  return std::string(dir ? dir : "build") + "/fam";
-}
+using testing::FamBinary;
 
+// Every command is bounded: a hung rank fails the test instead of the CI job.
 RunOutput RunCommand(const std::string& command) {
-  RunOutput r;
-  FILE* pipe = popen(("timeout 300 " + command + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return testing::RunCommand("timeout 300 " + command);
 }
 
 class DistTrainTest : public ::testing::Test {

@@ -8,26 +8,11 @@
 #include "framework/ops/ops.h"
 #include "gtest/gtest.h"
 #include "tests/gradcheck.h"
+#include "tests/tiny_model_config.h"
 
 namespace fam {
 namespace {
 
-ModelConfig TinyConfig(AttentionType type) {
-  ModelConfig c;
-  c.vocab_size = 41;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 4;
-  c.ffn_dim = 24;
-  c.init_std = 0.3;
-  c.attention.type = type;
-  c.attention.block_size = 4;
-  c.attention.memory_segments = 1;
-  c.attention.fam_length = 3;
-  return c;
-}
 
 Tensor Tokens(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed = 3) {
   std::vector<int64_t> ids(batch * seq);
@@ -46,7 +31,7 @@ void CopyWeights(const FamModel& from, FamModel& to) {
 }
 
 TEST(FamModel, ParameterNamesFollowFormats) {
-  ModelConfig c = TinyConfig(AttentionType::kFam);
+  ModelConfig c = testing::TinyModelConfig(AttentionType::kFam);
   FamModel model(c);
   auto params = model.NamedParameters();
   std::vector<std::string> names;
@@ -65,9 +50,9 @@ TEST(FamModel, ParameterNamesFollowFormats) {
 }
 
 TEST(FamModel, FamWithZeroLengthEqualsBswa) {
-  ModelConfig fc = TinyConfig(AttentionType::kFam);
+  ModelConfig fc = testing::TinyModelConfig(AttentionType::kFam);
   fc.attention.fam_length = 0;
-  ModelConfig bc = TinyConfig(AttentionType::kBswa);
+  ModelConfig bc = testing::TinyModelConfig(AttentionType::kBswa);
   FamModel fam_model(fc), bswa(bc);
   fam_model.InitializeWeights(11);
   CopyWeights(fam_model, bswa);
@@ -77,9 +62,9 @@ TEST(FamModel, FamWithZeroLengthEqualsBswa) {
 }
 
 TEST(FamModel, BswaCoveringTheSequenceEqualsFull) {
-  ModelConfig bc = TinyConfig(AttentionType::kBswa);
+  ModelConfig bc = testing::TinyModelConfig(AttentionType::kBswa);
   bc.attention.memory_segments = 3;  // 11 tokens = 3 blocks of 4
-  ModelConfig full = TinyConfig(AttentionType::kFull);
+  ModelConfig full = testing::TinyModelConfig(AttentionType::kFull);
   FamModel bswa(bc), full_model(full);
   bswa.InitializeWeights(12);
   CopyWeights(bswa, full_model);
@@ -96,10 +81,10 @@ TEST(FamModel, BswaCoveringTheSequenceEqualsFull) {
 }
 
 TEST(FamModel, FamDiffersFromBswaAndDependsOnThePrompt) {
-  ModelConfig fc = TinyConfig(AttentionType::kFam);
+  ModelConfig fc = testing::TinyModelConfig(AttentionType::kFam);
   FamModel model(fc);
   model.InitializeWeights(5);
-  ModelConfig bc = TinyConfig(AttentionType::kBswa);
+  ModelConfig bc = testing::TinyModelConfig(AttentionType::kBswa);
   FamModel bswa(bc);
   CopyWeights(model, bswa);
   Tensor tokens = Tokens(1, 11, fc.vocab_size);
@@ -111,7 +96,7 @@ TEST(FamModel, FamDiffersFromBswaAndDependsOnThePrompt) {
 }
 
 void ExpectStreamingMatches(AttentionType type, int64_t seq, const std::vector<int64_t>& chunks) {
-  ModelConfig c = TinyConfig(type);
+  ModelConfig c = testing::TinyModelConfig(type);
   FamModel model(c);
   model.InitializeWeights(21);
   Tensor tokens = Tokens(2, seq, c.vocab_size, 9);
@@ -141,7 +126,7 @@ TEST(FamModel, StreamingEqualsWholeSequence) {
 }
 
 TEST(FamModel, StreamingStateStaysBounded) {
-  ModelConfig c = TinyConfig(AttentionType::kFam);
+  ModelConfig c = testing::TinyModelConfig(AttentionType::kFam);
   FamModel model(c);
   model.InitializeWeights(2);
   StreamingState state = model.NewStreamingState(1);
@@ -156,7 +141,7 @@ TEST(FamModel, StreamingStateStaysBounded) {
 }
 
 TEST(FamModel, GradcheckWholeFamModel) {
-  ModelConfig c = TinyConfig(AttentionType::kFam);
+  ModelConfig c = testing::TinyModelConfig(AttentionType::kFam);
   c.vocab_size = 11;
   c.d_model = 8;
   c.n_heads = 2;
@@ -184,7 +169,7 @@ TEST(FamModel, GradcheckWholeFamModel) {
 }
 
 TEST(FamModel, TrainingTricksChangeTheComputation) {
-  ModelConfig c = TinyConfig(AttentionType::kFam);
+  ModelConfig c = testing::TinyModelConfig(AttentionType::kFam);
   FamModel model(c);
   model.InitializeWeights(8);
   Tensor tokens = Tokens(2, 9, c.vocab_size);
@@ -207,7 +192,7 @@ TEST(FamModel, TrainingTricksChangeTheComputation) {
 }
 
 TEST(FamModel, LossIgnoresAndWeightsTokens) {
-  ModelConfig c = TinyConfig(AttentionType::kBswa);
+  ModelConfig c = testing::TinyModelConfig(AttentionType::kBswa);
   FamModel model(c);
   model.InitializeWeights(4);
   Tensor tokens = Tokens(1, 6, c.vocab_size);
@@ -227,10 +212,10 @@ TEST(FamModel, LossIgnoresAndWeightsTokens) {
 }
 
 TEST(FamModel, BadInputsAreClearErrors) {
-  ModelConfig c = TinyConfig(AttentionType::kFam);
+  ModelConfig c = testing::TinyModelConfig(AttentionType::kFam);
   c.n_kv_heads = 3;
   EXPECT_THROW(FamModel model(c), Error);
-  FamModel model(TinyConfig(AttentionType::kFam));
+  FamModel model(testing::TinyModelConfig(AttentionType::kFam));
   try {
     model.Forward(Tensor::FromInts({1, 2, 41}, {1, 3}));
     FAIL();

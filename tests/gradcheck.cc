@@ -1,5 +1,6 @@
 #include "tests/gradcheck.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -79,5 +80,23 @@ double MaxAbsDiff(const Tensor& a, const Tensor& b) {
   }
   return ::testing::AssertionSuccess();
 }
+
+CommandResult RunCommand(const std::string& command) {
+  CommandResult r;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string FamBinary() {
+  const char* dir = std::getenv("FAM_BINARY_DIR");
+  return std::string(dir ? dir : "build") + "/fam";
+}
+
+CommandResult RunFam(const std::string& args) { return RunCommand(FamBinary() + " " + args); }
 
 }  // namespace fam::testing

@@ -31,6 +31,17 @@ Tensor RandomTensor(const Shape& shape, DType dtype = DType::kF64, uint64_t seed
 // An empty scratch directory <tmp>/<prefix><pid>_<current test name>, removed and recreated.
 std::filesystem::path FreshTestDir(const std::string& prefix);
 
+// Exit code (128 + signal when killed) and stdout + stderr of a shell command.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::string& command);
+// The `fam` binary of this build: $FAM_BINARY_DIR/fam (set by ctest), else build/fam.
+std::string FamBinary();
+// RunCommand("<fam> <args>").
+CommandResult RunFam(const std::string& args);
+
 // Max |a - b| over all elements (shapes must match).
 double MaxAbsDiff(const Tensor& a, const Tensor& b);
 

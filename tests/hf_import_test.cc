@@ -355,23 +355,8 @@ TEST_F(HfImportTest, UnsupportedSettingsAndTensorsAreNamed) {
 
 // ---- the `fam` binary ----
 
-struct RunOutput {
-  int exit_code = -1;
-  std::string output;
-};
-
-RunOutput RunFam(const std::string& args) {
-  const char* dir = std::getenv("FAM_BINARY_DIR");
-  RunOutput r;
-  std::string cmd = std::string(dir ? dir : "build") + "/fam " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
-  int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using RunOutput = testing::CommandResult;
+using testing::RunFam;
 
 TEST_F(HfImportTest, ImportLoraExportForwardRoundTrip) {
   HfWeights w = RandomWeights(false, 4);

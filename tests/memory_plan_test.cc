@@ -278,28 +278,15 @@ TEST(MemoryPlanTest, BadInputIsNamed) {
 }
 
 // The binary: `fam plan` and the refusal at `fam train` start.
-struct RunOutput {
-  int exit_code = -1;
-  std::string output;
-};
-RunOutput Fam(const std::string& args) {
-  const char* dir = std::getenv("FAM_BINARY_DIR");
-  const std::string cmd = std::string(dir ? dir : "build") + "/fam " + args + " 2>&1";
-  RunOutput r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) r.output.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using RunOutput = testing::CommandResult;
+using testing::RunFam;
 
 TEST(MemoryPlanCliTest, PlanAndStartCheck) {
   const fs::path dir = testing::FreshTestDir("fam_memory_plan_test_");
   const char* src = std::getenv("FAM_SOURCE_DIR");
   const std::string finetune_24b =
       std::string(src ? src : ".") + "/configs/experiments/finetune_24b.yaml";
-  RunOutput plan = Fam("plan --config " + finetune_24b + " --gpus 8 --gpu-memory-gb 79.6");
+  RunOutput plan = RunFam("plan --config " + finetune_24b + " --gpus 8 --gpu-memory-gb 79.6");
   EXPECT_EQ(plan.exit_code, 0) << plan.output;
   // With the chunked LM head + loss (default trainer.loss_chunk_tokens) the cheapest fit within
   // the 10 % headroom is the replicated base with recomputation at micro-batch 1 (micro-batch 2
@@ -308,10 +295,10 @@ TEST(MemoryPlanCliTest, PlanAndStartCheck) {
                              "--set trainer.micro_batch=1"),
             std::string::npos)
       << plan.output;
-  RunOutput json = Fam("plan --config " + finetune_24b + " --gpus 8 --gpu-memory-gb 79.6 --json");
+  RunOutput json = RunFam("plan --config " + finetune_24b + " --gpus 8 --gpu-memory-gb 79.6 --json");
   EXPECT_EQ(json.exit_code, 0) << json.output;
   EXPECT_NE(json.output.find("\"zero\": \"zero3\""), std::string::npos) << json.output;
-  EXPECT_EQ(Fam("plan --config " + finetune_24b + " --gpus 0 --gpu-memory-gb 80").exit_code, 2);
+  EXPECT_EQ(RunFam("plan --config " + finetune_24b + " --gpus 0 --gpu-memory-gb 80").exit_code, 2);
 
   // A CPU run with a budget: refused before any data is read (the shards do not exist) with the
   // breakdown and exit code 2; with enough budget it goes on and fails on the missing data.
@@ -320,14 +307,14 @@ TEST(MemoryPlanCliTest, PlanAndStartCheck) {
                         << "\nmodel:\n  preset: tiny\ndata:\n  train: "
                         << (dir / "none-*.bin").string()
                         << "\ntrainer:\n  seq_len: 256\n  global_batch: 8\n  micro_batch: 4\n";
-  RunOutput refused = Fam("train --config " + config + " --set trainer.memory_budget_gb=0.5");
+  RunOutput refused = RunFam("train --config " + config + " --set trainer.memory_budget_gb=0.5");
   EXPECT_EQ(refused.exit_code, 2) << refused.output;
   EXPECT_NE(refused.output.find("does NOT fit"), std::string::npos) << refused.output;
   EXPECT_NE(refused.output.find("trainer.memory_budget_gb: the run would not fit"),
             std::string::npos)
       << refused.output;
   EXPECT_FALSE(fs::exists(dir / "runs"));
-  RunOutput goes_on = Fam("train --config " + config + " --set trainer.memory_budget_gb=4");
+  RunOutput goes_on = RunFam("train --config " + config + " --set trainer.memory_budget_gb=4");
   EXPECT_NE(goes_on.output.find("memory plan: "), std::string::npos) << goes_on.output;
   EXPECT_EQ(goes_on.output.find("would not fit"), std::string::npos) << goes_on.output;
   EXPECT_NE(goes_on.exit_code, 0);  // no data

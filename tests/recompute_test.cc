@@ -15,6 +15,7 @@
 #include "models/fam/lora.h"
 #include "models/fam/model.h"
 #include "tests/gradcheck.h"
+#include "tests/tiny_model_config.h"
 
 namespace fam {
 namespace {
@@ -156,22 +157,6 @@ TEST(Checkpoint, WithoutGradientsItIsAPlainCall) {
 
 // ---- the whole model ----
 
-ModelConfig TinyConfig(AttentionType type) {
-  ModelConfig c;
-  c.vocab_size = 41;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 4;
-  c.ffn_dim = 24;
-  c.init_std = 0.3;
-  c.attention.type = type;
-  c.attention.block_size = 4;
-  c.attention.memory_segments = 1;
-  c.attention.fam_length = 3;
-  return c;
-}
 
 Tensor Tokens(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed) {
   std::vector<int64_t> ids(batch * seq);
@@ -181,7 +166,7 @@ Tensor Tokens(int64_t batch, int64_t seq, int64_t vocab, uint64_t seed) {
 
 // A f64 model with LoRA (dropout 0.3) on every projection, nonzero adapters, everything trainable.
 std::unique_ptr<FamModel> LoraModel(AttentionType type) {
-  auto model = std::make_unique<FamModel>(TinyConfig(type), DType::kF64);
+  auto model = std::make_unique<FamModel>(testing::TinyModelConfig(type), DType::kF64);
   LoraConfig lora;
   lora.rank = 2;
   lora.alpha = 4;
