@@ -8,15 +8,20 @@
 #
 #   scripts/get_kjv.sh OUT          cleaned text (~4.2 MB, 31102 verses, 1189 chapters)
 #   scripts/get_kjv.sh --raw OUT    the raw `bible "Genesis 1:1-Revelation 22:21"` output
+#   scripts/get_kjv.sh --verse-numbers OUT
+#                                   cleaned, but each verse keeps its number ("1 In the beginning
+#                                   ..."): text with digits, so a tokenizer and model trained on it
+#                                   know digits (the fine-tuning demonstration's PassKey keys)
 set -euo pipefail
 
 RAW=0
-if [ "${1:-}" = "--raw" ]; then
-  RAW=1
-  shift
-fi
+KEEP_NUMBERS=0
+case "${1:-}" in
+  --raw) RAW=1; shift ;;
+  --verse-numbers) KEEP_NUMBERS=1; shift ;;
+esac
 if [ $# -ne 1 ]; then
-  echo "usage: $0 [--raw] OUT" >&2
+  echo "usage: $0 [--raw | --verse-numbers] OUT" >&2
   exit 2
 fi
 OUT=$1
@@ -34,7 +39,7 @@ trap 'rm -f "$TMP"' EXIT
 if [ "$RAW" = 1 ]; then
   bible "Genesis 1:1-Revelation 22:21" > "$TMP"
 else
-  bible "Genesis 1:1-Revelation 22:21" | LC_ALL=C awk '
+  bible "Genesis 1:1-Revelation 22:21" | LC_ALL=C awk -v keep="$KEEP_NUMBERS" '
     function flush() {
       if (!have) return
       if (sep) print ""
@@ -44,7 +49,10 @@ else
     { sub(/[[:space:]]+$/, "") }
     $0 == "" { prev_blank = 1; next }
     /^ [[:space:]]*[0-9]+ / {
-      flush(); verse = $0; sub(/^ [[:space:]]*[0-9]+ [[:space:]]*/, "", verse); have = 1
+      flush(); verse = $0; have = 1
+      number = verse; sub(/^[[:space:]]*/, "", number); sub(/[^0-9].*$/, "", number)
+      sub(/^ [[:space:]]*[0-9]+ [[:space:]]*/, "", verse)
+      if (keep) verse = number " " verse
       prev_blank = 0; next
     }
     prev_blank && /^[^[:space:]].* [0-9]+$/ {

@@ -39,7 +39,7 @@ def key_sentence(key):
 def make_example(rng, min_tokens, max_tokens, tokens_per_unit, key_digits=5, max_depth=1.0):
     """One example: (segments, key, filler units)."""
     target = rng.randint(min_tokens, max_tokens)
-    units = max(1, round(target / tokens_per_unit))
+    units = max(1 if min_tokens > 0 else 0, round(target / tokens_per_unit))
     before = round(rng.uniform(0, max_depth) * units)
     key = rng.randint(10 ** (key_digits - 1), 10 ** key_digits - 1)
     segments = [{"text": INTRO, "role": "instruction"}]
@@ -55,7 +55,8 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output JSONL file ('-' for stdout)")
     parser.add_argument("--examples", type=int, default=2000, help="number of examples")
-    parser.add_argument("--min-tokens", type=int, default=600, help="shortest filler, in tokens")
+    parser.add_argument("--min-tokens", type=int, default=600,
+                        help="shortest filler, in tokens (0: examples may have no filler at all)")
     parser.add_argument("--max-tokens", type=int, default=1600, help="longest filler, in tokens")
     parser.add_argument("--tokens-per-unit", type=float, default=31.0,
                         help="tokens of one filler repetition with your tokenizer")
@@ -71,8 +72,8 @@ def main(argv):
                              "(< 1 keeps the key far from the question)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     args = parser.parse_args(argv)
-    if args.examples < 1 or args.min_tokens < 1 or args.max_tokens < args.min_tokens:
-        parser.error("need --examples >= 1 and 1 <= --min-tokens <= --max-tokens")
+    if args.examples < 1 or args.min_tokens < 0 or args.max_tokens < args.min_tokens:
+        parser.error("need --examples >= 1 and 0 <= --min-tokens <= --max-tokens")
     if args.tokens_per_unit <= 0:
         parser.error("--tokens-per-unit must be > 0")
     if not 1 <= args.key_digits <= 9:

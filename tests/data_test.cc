@@ -124,6 +124,71 @@ TEST(Corpus, GetKjvScriptMatchesCleanKjvText) {
   EXPECT_EQ(CleanKjvText(ReadFile(dir + "/raw.txt")), clean);
   EXPECT_EQ(SplitDocuments(clean).size(), 1189u);  // chapters
   EXPECT_EQ(clean.rfind("In the beginning God created the heaven and the earth.\n", 0), 0u);
+  // --verse-numbers: the same lines, each verse prefixed by its number and one space.
+  ASSERT_EQ(std::system((script + " --verse-numbers " + dir + "/numbered.txt > /dev/null").c_str()),
+            0);
+  std::istringstream clean_lines(clean), numbered_lines(ReadFile(dir + "/numbered.txt"));
+  std::string c, n;
+  int64_t verses = 0, mismatches = 0, last_number = 0;
+  while (std::getline(clean_lines, c)) {
+    ASSERT_TRUE(static_cast<bool>(std::getline(numbered_lines, n))) << "numbered text is shorter";
+    if (c.empty()) {
+      mismatches += !n.empty();
+      continue;
+    }
+    const size_t space = n.find(' ');
+    const std::string number = n.substr(0, space);
+    const bool digits = !number.empty() && std::all_of(number.begin(), number.end(), ::isdigit);
+    mismatches += !digits || space == std::string::npos || n.substr(space + 1) != c;
+    if (digits) last_number = std::stoll(number);
+    ++verses;
+  }
+  EXPECT_FALSE(static_cast<bool>(std::getline(numbered_lines, n))) << "numbered text is longer";
+  EXPECT_EQ(verses, 31102);
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_EQ(last_number, 21);  // Revelation 22:21
+  fs::remove_all(dir);
+}
+
+// scripts/make_copy_shard.py writes shards our reader accepts (header, checksum), with the copies
+// where its documentation says.
+TEST(Corpus, CopyShardScriptWritesValidShardsWithCopies) {
+  if (std::system("command -v python3 > /dev/null 2>&1") != 0) GTEST_SKIP() << "no python3";
+  const char* env = std::getenv("FAM_SOURCE_DIR");
+  const fs::path source = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path();
+  const std::string dir = TempDirFor("copy_shard");
+  const std::string script = "python3 " + (source / "scripts" / "make_copy_shard.py").string();
+  auto run = [&](const std::string& args) {
+    return std::system((script + " --out " + dir + "/" + args).c_str());
+  };
+  ASSERT_EQ(run("repeat.bin --tokens 1024 --probe repeat"), 0);
+  ASSERT_EQ(run("random.bin --tokens 1024 --probe random"), 0);
+  ASSERT_EQ(run("copies.bin --tokens 5000 --min-span 3 --max-span 3 --copies 3"), 0);
+  EXPECT_NE(run("bad.bin --copies 1 2> /dev/null"), 0);
+  absl::StatusOr<TokenShard> repeat = TokenShard::Open(dir + "/repeat.bin");
+  absl::StatusOr<TokenShard> random = TokenShard::Open(dir + "/random.bin");
+  absl::StatusOr<TokenShard> copies = TokenShard::Open(dir + "/copies.bin");
+  ASSERT_TRUE(repeat.ok()) << repeat.status();
+  ASSERT_TRUE(random.ok()) << random.status();
+  ASSERT_TRUE(copies.ok()) << copies.status();
+  ASSERT_EQ(repeat->size(), 1025);  // + 1 for the loader's shifted targets
+  ASSERT_EQ(copies->size(), 5000);
+  EXPECT_EQ(repeat->vocab_size(), 2048);
+  int64_t repeat_same = 0, random_same = 0;
+  for (int64_t i = 0; i < 1024; ++i) {
+    EXPECT_GE(repeat->at(i), 260);
+    EXPECT_LT(repeat->at(i), 2048);
+    if (i % 128 < 64) {
+      repeat_same += repeat->at(i) == repeat->at(i + 64);
+      random_same += random->at(i) == random->at(i + 64);
+    }
+  }
+  EXPECT_EQ(repeat_same, 512);
+  EXPECT_LT(random_same, 10);
+  for (int64_t i = 0; i + 9 <= 5000; i += 9) {
+    EXPECT_EQ(copies->at(i), copies->at(i + 3));
+    EXPECT_EQ(copies->at(i + 2), copies->at(i + 8));
+  }
   fs::remove_all(dir);
 }
 

@@ -473,6 +473,24 @@ TEST(EvalSuite, ShippedSuitesParseAndDefaultMatchesBuiltIn) {
   EXPECT_FALSE(long_suite->val.enabled);
   EXPECT_EQ(long_suite->passkey.lengths, (std::vector<int64_t>{4096, 16384, 65536, 262144}));
   EXPECT_EQ(long_suite->name, "passkey_long");
+  // Every shipped suite parses, is named after its file and survives a round trip.
+  int shipped = 0;
+  for (const auto& entry : fs::directory_iterator(src + "/configs/eval")) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++shipped;
+    absl::StatusOr<EvalSuite> suite = LoadEvalSuite(entry.path().string());
+    ASSERT_TRUE(suite.ok()) << suite.status();
+    EXPECT_EQ(suite->name, entry.path().stem().string());
+    absl::StatusOr<EvalSuite> again =
+        ParseEvalSuite(EvalSuiteToYaml(*suite), entry.path().filename().string());
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(EvalSuiteToYaml(*again), EvalSuiteToYaml(*suite)) << entry.path();
+  }
+  EXPECT_GE(shipped, 4);
+  absl::StatusOr<EvalSuite> probe = LoadEvalSuite(src + "/configs/eval/copy_probe.yaml");
+  ASSERT_TRUE(probe.ok()) << probe.status();
+  EXPECT_FALSE(probe->passkey.enabled);
+  EXPECT_EQ(probe->val.seq_len, 512);
 }
 
 TEST(EvalSuite, ParsesValuesAndRejectsUnknownKeysAndBadValues) {
