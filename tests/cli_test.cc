@@ -1,8 +1,8 @@
 // The `fam` binary as users run it: exit codes and one-line errors for bad input, `fam forward`
 // parity round trip, `fam info` arithmetic, and SIGTERM / SIGKILL during training.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "models/fam/weights_io.h"
 #include "tests/gradcheck.h"
+#include "tests/test_util.h"
 #include "trainers/run_config.h"
 
 namespace fam {
@@ -164,26 +165,16 @@ class CliTrainTest : public CliTest {
     std::vector<int32_t> tokens;
     for (int i = 0; i < 20000; ++i) tokens.push_back((i * 7 + i / 13) % 60);
     EXPECT_TRUE(data::WriteTokenShard((dir_ / "train-00000.bin").string(), tokens, 64).ok());
-    return Write("exp.yaml", "name: sig\nrun_dir: " + (dir_ / "runs").string() + R"(
-model:
-  vocab_size: 64
-  d_model: 32
-  n_layers: 2
-  n_heads: 4
-  n_kv_heads: 4
-  head_dim: 8
-  ffn_dim: 64
-  attention: {type: fam, block_size: 16, memory_segments: 1, fam_length: 4}
-data: {train: )" + (dir_ / "train-*.bin").string() + R"(}
+    return Write("exp.yaml", "name: sig\nrun_dir: " + (dir_ / "runs").string() + "\n" +
+                                 testing::kJobModelYaml +
+                                 "data: {train: " + (dir_ / "train-*.bin").string() + R"(}
 schedule: {type: constant}
-trainer: {steps: )" + std::to_string(steps) + R"(, global_batch: 2, micro_batch: 2, seq_len: 64, log_interval: 1}
+trainer: {steps: )" + std::to_string(steps) +
+                                 R"(, global_batch: 2, micro_batch: 2, seq_len: 64, log_interval: 1}
 checkpoint: {interval: 5, keep_last: 2}
 )");
   }
-  std::string Metrics() {
-    std::ifstream in(dir_ / "runs" / "sig" / "metrics.jsonl");
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  }
+  std::string Metrics() { return testing::Slurp(dir_ / "runs" / "sig" / "metrics.jsonl"); }
   int64_t TrainLines() {
     std::string m = Metrics();
     int64_t n = 0;

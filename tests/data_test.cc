@@ -20,6 +20,7 @@
 #include "framework/data/tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace fam::data {
 namespace {
@@ -39,12 +40,7 @@ void WriteFile(const std::string& path, const std::string& text) {
   out << text;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using testing::Slurp;
 
 bool Contains(const absl::Status& status, const std::string& part) {
   return std::string(status.message()).find(part) != std::string::npos;
@@ -120,14 +116,14 @@ TEST(Corpus, GetKjvScriptMatchesCleanKjvText) {
   const std::string script = (source / "scripts" / "get_kjv.sh").string();
   ASSERT_EQ(std::system((script + " " + dir + "/clean.txt > /dev/null").c_str()), 0);
   ASSERT_EQ(std::system((script + " --raw " + dir + "/raw.txt > /dev/null").c_str()), 0);
-  const std::string clean = ReadFile(dir + "/clean.txt");
-  EXPECT_EQ(CleanKjvText(ReadFile(dir + "/raw.txt")), clean);
+  const std::string clean = Slurp(dir + "/clean.txt");
+  EXPECT_EQ(CleanKjvText(Slurp(dir + "/raw.txt")), clean);
   EXPECT_EQ(SplitDocuments(clean).size(), 1189u);  // chapters
   EXPECT_EQ(clean.rfind("In the beginning God created the heaven and the earth.\n", 0), 0u);
   // --verse-numbers: the same lines, each verse prefixed by its number and one space.
   ASSERT_EQ(std::system((script + " --verse-numbers " + dir + "/numbered.txt > /dev/null").c_str()),
             0);
-  std::istringstream clean_lines(clean), numbered_lines(ReadFile(dir + "/numbered.txt"));
+  std::istringstream clean_lines(clean), numbered_lines(Slurp(dir + "/numbered.txt"));
   std::string c, n;
   int64_t verses = 0, mismatches = 0, last_number = 0;
   while (std::getline(clean_lines, c)) {
@@ -222,7 +218,7 @@ TEST(TokenShard, RoundTripUint16AndUint32) {
   EXPECT_TRUE(b->CheckIds().ok());
 
   // Header fields at the documented offsets; checksum = FNV-1a of the token bytes.
-  const std::string bytes = ReadFile(p16);
+  const std::string bytes = Slurp(p16);
   EXPECT_EQ(bytes.substr(0, 8), "FAMTOK01");
   uint32_t version, dtype;
   uint64_t vocab, count, checksum;
@@ -257,7 +253,7 @@ TEST(TokenShard, CorruptionIsDetectedAndNamesTheFile) {
   std::vector<int32_t> tokens(100);
   for (int i = 0; i < 100; ++i) tokens[i] = (i * 37) % 500;
   ASSERT_TRUE(WriteTokenShard(path, tokens, 500).ok());
-  const std::string good = ReadFile(path);
+  const std::string good = Slurp(path);
 
   std::string flipped = good;
   flipped[64 + 77] ^= 0x10;
@@ -318,7 +314,7 @@ TEST(TokenShard, OutOfRangeIds) {
   // A shard whose header claims a smaller vocabulary than its ids (the checksum covers only the
   // tokens, so it still opens): CheckIds and Read name the file and the offset.
   ASSERT_TRUE(WriteTokenShard(path, {1, 2, 3, 900, 4}, 1000).ok());
-  std::string bytes = ReadFile(path);
+  std::string bytes = Slurp(path);
   const uint64_t small_vocab = 100;
   std::memcpy(bytes.data() + 16, &small_vocab, 8);
   WriteFile(path, bytes);
@@ -400,7 +396,7 @@ TEST(Tokenizer, TrainEncodeDecodeRoundTrip) {
 
   // Deterministic: a second training gives the same vocabulary.
   ASSERT_TRUE(Tokenizer::Train({dir + "/corpus.txt"}, dir + "/tok2", 400).ok());
-  EXPECT_EQ(ReadFile(dir + "/tok.vocab"), ReadFile(dir + "/tok2.vocab"));
+  EXPECT_EQ(Slurp(dir + "/tok.vocab"), Slurp(dir + "/tok2.vocab"));
 
   EXPECT_EQ(Tokenizer::Load(dir + "/nope.model").status().code(), absl::StatusCode::kNotFound);
   WriteFile(dir + "/junk.model", "not a model");
@@ -441,7 +437,7 @@ TEST(PrepareData, WritesShardsManifestAndIsIdempotent) {
   std::vector<int32_t> want_train, want_val;
   int doc = 0;
   for (const std::string& input : o.inputs) {
-    const std::string text = ReadFile(input);
+    const std::string text = Slurp(input);
     for (std::string_view d : SplitDocuments(text)) {
       std::vector<int32_t>& dst = (doc % 10 == 9) ? want_val : want_train;
       std::vector<int32_t> ids = tok->Encode(d);
@@ -466,7 +462,7 @@ TEST(PrepareData, WritesShardsManifestAndIsIdempotent) {
   EXPECT_EQ(m->train_tokens, static_cast<int64_t>(want_train.size()));
   EXPECT_EQ(m->val_tokens, static_cast<int64_t>(want_val.size()));
 
-  nlohmann::json j = nlohmann::json::parse(ReadFile(o.out_dir + "/data.json"));
+  nlohmann::json j = nlohmann::json::parse(Slurp(o.out_dir + "/data.json"));
   EXPECT_EQ(j["train"]["documents"], 45);
   EXPECT_EQ(j["val"]["documents"], 5);
   EXPECT_EQ(j["sources"].size(), 2u);
@@ -497,7 +493,7 @@ TEST(PrepareData, WritesShardsManifestAndIsIdempotent) {
   absl::StatusOr<DataManifest> m3 = ReadDataManifest(o2.out_dir);
   ASSERT_TRUE(m3.ok());
   EXPECT_EQ(m3->val_shards.size(), 0u);
-  EXPECT_EQ(ReadFile(o2.out_dir + "/tokenizer.model"), ReadFile(o.out_dir + "/tokenizer.model"));
+  EXPECT_EQ(Slurp(o2.out_dir + "/tokenizer.model"), Slurp(o.out_dir + "/tokenizer.model"));
 
   PrepareDataOptions bad = o;
   bad.inputs = {dir + "/missing.txt"};

@@ -13,10 +13,9 @@
 #include "framework/dist/grad_reducer.h"
 #include "framework/dist/zero_optimizer.h"
 #include "framework/ops/ops.h"
-#include "framework/optim/adafactor.h"
-#include "framework/optim/adamw.h"
 #include "gtest/gtest.h"
 #include "tests/gradcheck.h"
+#include "tests/test_util.h"
 
 namespace fam::dist {
 namespace {
@@ -24,20 +23,8 @@ namespace {
 std::shared_ptr<Communicator> g_world;
 
 // One communicator for the whole binary; destroyed before MPI is finalised at exit.
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    CommOptions o;
-    o.timeout_s = 60;  // a broken test must not hang ctest: the job aborts instead
-    absl::StatusOr<std::shared_ptr<Communicator>> comm = CreateCommunicator(o);
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    g_world = *comm;
-    printf("dist_collectives_test: rank %d of %d (%s)\n", g_world->rank(), g_world->world_size(),
-           g_world->backend_name().c_str());
-  }
-  void TearDown() override { g_world.reset(); }
-};
-::testing::Environment* const kWorld = ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
+::testing::Environment* const kWorld = ::testing::AddGlobalTestEnvironment(
+    new testing::WorldEnvironment(&g_world, "dist_collectives_test"));
 
 Communicator& World() { return *g_world; }
 int Rank() { return g_world->rank(); }
@@ -223,14 +210,8 @@ TEST(GradReducerTest, MatchesTheFullBatchAverage) {
   }
 }
 
-std::unique_ptr<Optimizer> MakeAdamW(std::vector<NamedParameter> p) {
-  AdamWOptions o;
-  o.weight_decay = 0.1;
-  return std::make_unique<AdamW>(std::move(p), o);
-}
-std::unique_ptr<Optimizer> MakeAdafactor(std::vector<NamedParameter> p) {
-  return std::make_unique<Adafactor>(std::move(p), AdafactorOptions{});
-}
+using testing::MakeAdafactor;
+using testing::MakeAdamW;
 
 TEST(Zero1OptimizerTest, ShardedUpdatesEqualTheUnshardedOptimizer) {
   for (auto make : {MakeAdamW, MakeAdafactor}) {

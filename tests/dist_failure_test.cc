@@ -16,6 +16,8 @@
 
 #include "framework/data/token_shard.h"
 #include "gtest/gtest.h"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
 
 namespace fam {
 namespace {
@@ -23,22 +25,8 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::string FindMpirun() {
-  const char* configured = std::getenv("FAM_MPIRUN");
-  if (configured != nullptr && ::access(configured, X_OK) == 0) return configured;
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    const std::string candidate = dir + "/mpirun";
-    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
-std::string ReadAll(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using testing::FindMpirun;
+using testing::Slurp;
 
 class DistFailureTest : public ::testing::Test {
  protected:
@@ -48,29 +36,16 @@ class DistFailureTest : public ::testing::Test {
 #endif
     mpirun_ = FindMpirun();
     if (mpirun_.empty()) GTEST_SKIP() << "mpirun not found: distributed failure tests skipped";
-    ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-    ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    ::setenv("OMP_NUM_THREADS", "1", 1);
+    testing::SetMpirunJobEnv();
     tag_ = std::to_string(::getpid()) + "_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    dir_ = fs::temp_directory_path() / ("fam_dist_failure_test_" + tag_);
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = testing::FreshTestDir("fam_dist_failure_test_");  // <tmp>/fam_dist_failure_test_<tag_>
     std::vector<int32_t> tokens;
     for (int i = 0; i < 20000; ++i) tokens.push_back((i * 7 + i / 13) % 60);
     ASSERT_TRUE(data::WriteTokenShard((dir_ / "train-00000.bin").string(), tokens, 64).ok());
-    std::ofstream(dir_ / "exp.yaml") << "name: fail\nrun_dir: " << (dir_ / "runs").string() << R"(
-model:
-  vocab_size: 64
-  d_model: 32
-  n_layers: 2
-  n_heads: 4
-  n_kv_heads: 4
-  head_dim: 8
-  ffn_dim: 64
-  attention: {type: fam, block_size: 16, memory_segments: 1, fam_length: 4}
-data: {train: )" << (dir_ / "train-*.bin").string()
-                                     << R"(}
+    std::ofstream(dir_ / "exp.yaml")
+        << "name: fail\nrun_dir: " << (dir_ / "runs").string() << "\n"
+        << testing::kJobModelYaml << "data: {train: " << (dir_ / "train-*.bin").string() << R"(}
 schedule: {type: constant}
 trainer: {steps: 1000000, global_batch: 4, micro_batch: 2, seq_len: 64, log_interval: 1, threads: 1}
 distributed: {timeout_s: 5}
@@ -88,9 +63,7 @@ checkpoint: {interval: 0}
   // Starts `mpirun -np 2 fam train` with its output in dir_/log.txt.
   void Start() {
     ::setenv("FAM_TEST_TAG", tag_.c_str(), 1);
-    const std::string fam =
-        std::string(std::getenv("FAM_BINARY_DIR") ? std::getenv("FAM_BINARY_DIR") : "build") +
-        "/fam";
+    const std::string fam = testing::FamBinary();
     const std::string config = (dir_ / "exp.yaml").string();
     const std::string log = (dir_ / "log.txt").string();
     mpirun_pid_ = fork();
@@ -105,7 +78,7 @@ checkpoint: {interval: 0}
   }
 
   int TrainLines() {
-    const std::string m = ReadAll(dir_ / "runs" / "fail" / "metrics.jsonl");
+    const std::string m = Slurp(dir_ / "runs" / "fail" / "metrics.jsonl");
     int n = 0;
     for (size_t p = 0; (p = m.find("\"kind\":\"train\"", p)) != std::string::npos; ++p) ++n;
     return n;
@@ -118,7 +91,7 @@ checkpoint: {interval: 0}
     for (const auto& entry : fs::directory_iterator("/proc")) {
       const std::string name = entry.path().filename().string();
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-      const std::string env = ReadAll(entry.path() / "environ");
+      const std::string env = Slurp(entry.path() / "environ");
       bool tag = false, is_rank = false;
       std::stringstream vars(env);
       for (std::string var; std::getline(vars, var, '\0');) {
@@ -151,7 +124,7 @@ checkpoint: {interval: 0}
     Start();
     for (int i = 0; i < 1200 && TrainLines() < 3; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    ASSERT_GE(TrainLines(), 3) << ReadAll(dir_ / "log.txt");
+    ASSERT_GE(TrainLines(), 3) << Slurp(dir_ / "log.txt");
     rank1_ = FindRank(1);
     ASSERT_GT(rank1_, 0) << "rank 1 not found";
     ASSERT_EQ(::kill(rank1_, sig), 0);
@@ -166,7 +139,7 @@ TEST_F(DistFailureTest, KilledRankEndsTheJob) {
   StartAndHitRankOne(SIGKILL);
   double waited = 0;
   const int code = WaitForMpirun(60, &waited);
-  const std::string log = ReadAll(dir_ / "log.txt");
+  const std::string log = Slurp(dir_ / "log.txt");
   ASSERT_NE(code, -1) << "the job still runs 60 s after rank 1 was killed\n" << log;
   EXPECT_NE(code, 0) << log;
   EXPECT_NE(log.find("rank 1"), std::string::npos) << log;
@@ -177,7 +150,7 @@ TEST_F(DistFailureTest, StalledRankMakesTheOtherTimeOut) {
   StartAndHitRankOne(SIGSTOP);
   double waited = 0;
   const int code = WaitForMpirun(60, &waited);
-  const std::string log = ReadAll(dir_ / "log.txt");
+  const std::string log = Slurp(dir_ / "log.txt");
   ASSERT_NE(code, -1) << "the job still runs 60 s after rank 1 stalled\n" << log;
   EXPECT_NE(code, 0) << log;
   // Rank 0 names itself and the collective it waited for, after distributed.timeout_s = 5.

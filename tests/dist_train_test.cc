@@ -10,13 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <sstream>
 
 #include "framework/data/token_shard.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
-#include "tests/gradcheck.h"
 #include "nlohmann/json.hpp"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
 
 namespace fam {
 namespace {
@@ -25,20 +25,8 @@ namespace fs = std::filesystem;
 
 using RunOutput = testing::CommandResult;
 
-// mpirun from FAM_MPIRUN or the PATH; empty when there is none.
-std::string FindMpirun() {
-  const char* configured = std::getenv("FAM_MPIRUN");
-  if (configured != nullptr && ::access(configured, X_OK) == 0) return configured;
-  const char* path = std::getenv("PATH");
-  std::stringstream dirs(path ? path : "");
-  for (std::string dir; std::getline(dirs, dir, ':');) {
-    const std::string candidate = dir + "/mpirun";
-    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 using testing::FamBinary;
+using testing::FindMpirun;
 
 // Every command is bounded: a hung rank fails the test instead of the CI job.
 RunOutput RunCommand(const std::string& command) {
@@ -53,9 +41,7 @@ class DistTrainTest : public ::testing::Test {
 #endif
     mpirun_ = FindMpirun();
     if (mpirun_.empty()) GTEST_SKIP() << "mpirun not found: distributed training tests skipped";
-    ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-    ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-    ::setenv("OMP_NUM_THREADS", "1", 1);
+    testing::SetMpirunJobEnv();
     dir_ = testing::FreshTestDir("fam_dist_train_test_");
     std::vector<int32_t> tokens;
     uint32_t x = 12345;
@@ -70,20 +56,10 @@ class DistTrainTest : public ::testing::Test {
     ASSERT_TRUE(data::WriteTokenShard((dir_ / "val-00000.bin").string(), val, 64).ok());
     // FAM with both training tricks, gradient accumulation (4 micro-batches in one process, 2 per
     // rank with two ranks) and tiny buckets (many of them).
-    std::ofstream(dir_ / "exp.yaml") << "run_dir: " << (dir_ / "runs").string() << R"(
-model:
-  vocab_size: 64
-  d_model: 32
-  n_layers: 2
-  n_heads: 4
-  n_kv_heads: 2
-  head_dim: 8
-  ffn_dim: 64
-  tie_embeddings: true
-  attention: {type: fam, block_size: 8, memory_segments: 1, fam_length: 2}
-  training: {random_position_offset: true, state_passing_prob: 0.8}
-data: {train: )" << (dir_ / "train-*.bin").string()
-                                     << ", val: " << (dir_ / "val-*.bin").string() << R"(}
+    std::ofstream(dir_ / "exp.yaml")
+        << "run_dir: " << (dir_ / "runs").string() << "\n"
+        << testing::kLearningModelYaml << "data: {train: " << (dir_ / "train-*.bin").string()
+        << ", val: " << (dir_ / "val-*.bin").string() << R"(}
 optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
 schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
 trainer: {steps: 12, global_batch: 8, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,

@@ -13,10 +13,9 @@
 #include "framework/dist/nccl_communicator.h"
 #include "framework/dist/zero_optimizer.h"
 #include "framework/ops/ops.h"
-#include "framework/optim/adafactor.h"
-#include "framework/optim/adamw.h"
 #include "gtest/gtest.h"
 #include "tests/gradcheck.h"
+#include "tests/test_util.h"
 
 namespace fam::dist {
 namespace {
@@ -236,14 +235,8 @@ TEST(GradReducerTest, WorldOneKeepsAccumulatedGradients) {
   }
 }
 
-std::unique_ptr<Optimizer> MakeAdamW(std::vector<NamedParameter> p) {
-  AdamWOptions o;
-  o.weight_decay = 0.1;
-  return std::make_unique<AdamW>(std::move(p), o);
-}
-std::unique_ptr<Optimizer> MakeAdafactor(std::vector<NamedParameter> p) {
-  return std::make_unique<Adafactor>(std::move(p), AdafactorOptions{});
-}
+using testing::MakeAdafactor;
+using testing::MakeAdamW;
 
 TEST(Zero1OptimizerTest, WorldOneEqualsThePlainOptimizerAndReshards) {
   for (auto make : {MakeAdamW, MakeAdafactor}) {

@@ -19,24 +19,15 @@
 #include "gtest/gtest.h"
 #include "models/fam/lora.h"
 #include "models/fam/model.h"
+#include "tests/test_util.h"
 
 namespace fam::dist {
 namespace {
 
 std::shared_ptr<Communicator> g_world;
 
-class WorldEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    CommOptions o;
-    o.timeout_s = 60;  // a broken test must not hang ctest: the job aborts instead
-    absl::StatusOr<std::shared_ptr<Communicator>> comm = CreateCommunicator(o);
-    ASSERT_TRUE(comm.ok()) << comm.status();
-    g_world = *comm;
-  }
-  void TearDown() override { g_world.reset(); }
-};
-::testing::Environment* const kWorld = ::testing::AddGlobalTestEnvironment(new WorldEnvironment);
+::testing::Environment* const kWorld =
+    ::testing::AddGlobalTestEnvironment(new testing::WorldEnvironment(&g_world));
 
 int Rank() { return g_world->rank(); }
 int Size() { return g_world->world_size(); }

@@ -26,6 +26,7 @@
 #include "gtest/gtest.h"
 #include "models/fam/weights_io.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 #include "trainers/cli.h"
 #include "trainers/commands.h"
 #include "trainers/pretrain.h"
@@ -42,12 +43,7 @@ std::string MakeTempDir(const std::string& name) {
   return pattern;
 }
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using testing::Slurp;
 
 int Count(const std::string& text, const std::string& part) {
   int n = 0;

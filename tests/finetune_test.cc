@@ -24,25 +24,18 @@
 #include "models/fam/lora.h"
 #include "models/fam/weights_io.h"
 #include "tests/gradcheck.h"
+#include "tests/tiny_model_config.h"
 
 namespace fam {
 namespace {
 
 namespace fs = std::filesystem;
 
+// TinyModelConfig with another vocabulary, init scale and FAM length.
 ModelConfig TinyConfig(AttentionType type = AttentionType::kFam) {
-  ModelConfig c;
+  ModelConfig c = testing::TinyModelConfig(type);
   c.vocab_size = 37;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 4;
-  c.ffn_dim = 24;
   c.init_std = 0.2;
-  c.attention.type = type;
-  c.attention.block_size = 4;
-  c.attention.memory_segments = 1;
   c.attention.fam_length = type == AttentionType::kFam ? 2 : 0;
   c.training.random_position_offset = false;
   c.training.state_passing_prob = 0.0;

@@ -26,6 +26,7 @@
 #include "models/fam/model.h"
 #include "models/fam/weights_io.h"
 #include "tests/gradcheck.h"
+#include "tests/tiny_model_config.h"
 
 namespace fam {
 namespace {
@@ -35,19 +36,11 @@ using testing::Gradcheck;
 using testing::MaxAbsDiff;
 using testing::RandomTensor;
 
+// TinyModelConfig with another vocabulary, init scale and FAM length.
 ModelConfig TinyConfig() {
-  ModelConfig c;
+  ModelConfig c = testing::TinyModelConfig(AttentionType::kFam);
   c.vocab_size = 37;
-  c.d_model = 16;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 4;
-  c.ffn_dim = 24;
   c.init_std = 0.2;
-  c.attention.type = AttentionType::kFam;
-  c.attention.block_size = 4;
-  c.attention.memory_segments = 1;
   c.attention.fam_length = 2;
   c.training.random_position_offset = false;
   c.training.state_passing_prob = 0.0;

@@ -21,6 +21,7 @@
 #include "framework/data/token_shard.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
+#include "tests/test_util.h"
 #include "trainers/cli.h"
 #include "trainers/pretrain.h"
 #include "trainers/run_config.h"
@@ -31,17 +32,8 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-std::string Slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void Spit(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << text;
-}
+using testing::Slurp;
+using testing::Spit;
 
 std::string SourceDir() {
   const char* env = std::getenv("FAM_SOURCE_DIR");

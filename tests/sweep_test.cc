@@ -23,6 +23,7 @@
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 #include "trainers/pretrain.h"
 
 namespace fam::sweep {
@@ -31,17 +32,8 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-std::string Slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void Spit(const fs::path& path, const std::string& text) {
-  fs::create_directories(path.parent_path());
-  std::ofstream(path, std::ios::binary) << text;
-}
+using testing::Slurp;
+using testing::Spit;
 
 // The line of `text` (1-based) holding `part`.
 int LineOf(const std::string& text, const std::string& part) {

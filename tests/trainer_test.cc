@@ -8,8 +8,9 @@
 #include "framework/data/weight_shard.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
-#include "tests/gradcheck.h"
 #include "nlohmann/json.hpp"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
 #include "trainers/pretrain.h"
 #include "trainers/run_config.h"
 
@@ -38,21 +39,11 @@ class TrainerTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   RunConfig Config(const std::string& name, std::vector<std::string> overrides = {}) {
-    std::string yaml = R"(
+    std::string yaml = std::string(R"(
 name: NAME
 run_dir: RUNS
-model:
-  vocab_size: 64
-  d_model: 32
-  n_layers: 2
-  n_heads: 4
-  n_kv_heads: 2
-  head_dim: 8
-  ffn_dim: 64
-  tie_embeddings: true
-  attention: {type: fam, block_size: 8, memory_segments: 1, fam_length: 2}
-  training: {random_position_offset: true, state_passing_prob: 0.8}
-data: {train: DIR/train-*.bin, val: DIR/val-*.bin}
+)") + testing::kLearningModelYaml +
+                       R"(data: {train: DIR/train-*.bin, val: DIR/val-*.bin}
 optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
 schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
 trainer: {steps: 12, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,

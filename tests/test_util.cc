@@ -1,0 +1,69 @@
+#include "tests/test_util.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "framework/optim/adafactor.h"
+#include "framework/optim/adamw.h"
+
+namespace fam::testing {
+
+namespace fs = std::filesystem;
+
+std::string Slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void Spit(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string FindMpirun() {
+  const char* configured = std::getenv("FAM_MPIRUN");
+  if (configured != nullptr && ::access(configured, X_OK) == 0) return configured;
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    const std::string candidate = dir + "/mpirun";
+    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+void SetMpirunJobEnv() {
+  ::setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  ::setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  ::setenv("OMP_NUM_THREADS", "1", 1);
+}
+
+void WorldEnvironment::SetUp() {
+  dist::CommOptions o;
+  o.timeout_s = 60;
+  absl::StatusOr<std::shared_ptr<dist::Communicator>> comm = dist::CreateCommunicator(o);
+  ASSERT_TRUE(comm.ok()) << comm.status();
+  *world_ = *comm;
+  if (!banner_.empty()) {
+    printf("%s: rank %d of %d (%s)\n", banner_.c_str(), (*world_)->rank(), (*world_)->world_size(),
+           (*world_)->backend_name().c_str());
+  }
+}
+
+std::unique_ptr<Optimizer> MakeAdamW(std::vector<NamedParameter> p) {
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  return std::make_unique<AdamW>(std::move(p), o);
+}
+
+std::unique_ptr<Optimizer> MakeAdafactor(std::vector<NamedParameter> p) {
+  return std::make_unique<Adafactor>(std::move(p), AdafactorOptions{});
+}
+
+}  // namespace fam::testing
