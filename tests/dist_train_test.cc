@@ -13,6 +13,7 @@
 
 #include "framework/data/token_shard.h"
 #include "framework/io/checkpoint.h"
+#include "framework/io/safetensors.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/gradcheck.h"
@@ -105,6 +106,22 @@ checkpoint: {interval: 0, keep_last: 2}
     return *c;
   }
 
+  // <run>/adapters.safetensors: metadata and tensors.
+  std::pair<std::map<std::string, std::string>, std::map<std::string, Tensor>> Adapters(
+      const std::string& name) {
+    absl::StatusOr<std::unique_ptr<io::SafetensorsFile>> file =
+        io::SafetensorsFile::Open((dir_ / "runs" / name / "adapters.safetensors").string());
+    EXPECT_TRUE(file.ok()) << file.status();
+    if (!file.ok()) return {};
+    std::map<std::string, Tensor> tensors;
+    for (const std::string& tensor : (*file)->names()) {
+      absl::StatusOr<Tensor> t = (*file)->Load(tensor);
+      EXPECT_TRUE(t.ok()) << t.status();
+      if (t.ok()) tensors[tensor] = *t;
+    }
+    return {(*file)->metadata(), tensors};
+  }
+
   // Same losses to ~1e-6 relative, step by step, for the train and eval lines.
   void ExpectSameLosses(const std::string& a, const std::string& b, double rtol = 1e-6) {
     for (auto [kind, key] : {std::pair{"train", "loss"}, std::pair{"eval", "val_loss"}}) {
@@ -142,11 +159,10 @@ TEST_F(DistTrainTest, TwoRanksMatchOneProcessOnTheSameGlobalBatch) {
   struct Case {
     std::string name, optimizer, zero;
   };
-  for (const Case& c : {Case{"adamw", "adamw", "none"}, Case{"adamw_zero1", "adamw", "zero1"},
-                        Case{"adafactor_zero1", "adafactor", "zero1"},
-                        Case{"adamw_zero2", "adamw", "zero2"},
-                        Case{"adamw_zero3", "adamw", "zero3"},
-                        Case{"adafactor_zero3", "adafactor", "zero3"}}) {
+  for (const Case& c :
+       {Case{"adamw", "adamw", "none"}, Case{"adamw_zero1", "adamw", "zero1"},
+        Case{"adafactor_zero1", "adafactor", "zero1"}, Case{"adamw_zero2", "adamw", "zero2"},
+        Case{"adamw_zero3", "adamw", "zero3"}, Case{"adafactor_zero3", "adafactor", "zero3"}}) {
     SCOPED_TRACE(c.name);
     const std::string single = "one_" + c.optimizer;
     if (!fs::exists(dir_ / "runs" / single)) {
@@ -260,8 +276,8 @@ TEST_F(DistTrainTest, ShardedCheckpointsResumeOnAnyWorldSize) {
   ExpectClose(whole.model, sharded_end.model, 1e-5, 1e-5);
   ExpectClose(whole.optimizer, sharded_end.optimizer, 1e-6, 1e-4);
   // ZeRO-3 (each rank holds only its own parameters) on 2 ranks to step 4, then one process.
-  RunOutput zero3 = Train(2, "zero3_then_one", {batch, eval, "distributed.zero=zero3",
-                                                "trainer.steps=4"});
+  RunOutput zero3 =
+      Train(2, "zero3_then_one", {batch, eval, "distributed.zero=zero3", "trainer.steps=4"});
   ASSERT_EQ(zero3.exit_code, 0) << zero3.output;
   EXPECT_EQ(Final("zero3_then_one").shard_files, 4);
   RunOutput zero3_resumed = Train(0, "zero3_then_one", {batch, eval});
@@ -281,6 +297,42 @@ TEST_F(DistTrainTest, Zero3CheckpointResumesWithoutSharding) {
   EXPECT_NE(second.output.find("saved with 2 ranks, now 1"), std::string::npos) << second.output;
   ExpectSameLosses("straight_z3", "z3_then_one");
   ExpectClose(Final("straight_z3").model, Final("z3_then_one").model, 1e-5, 1e-5);
+}
+
+// LoRA fine-tuning through `fam train` (trainer.type finetune) on 2 ranks under zero2 and zero3:
+// the frozen base sharded with its units, the adapters and FAM prompt trained — same losses and
+// same adapters as one process without sharding.
+TEST_F(DistTrainTest, LoraFinetuneUnderZeroMatchesOneProcess) {
+  RunOutput base = Train(0, "base", {"trainer.steps=4"});
+  ASSERT_EQ(base.exit_code, 0) << base.output;
+  const std::vector<std::string> finetune = {
+      "trainer.type=finetune", "finetune.base_weights=" + (dir_ / "runs" / "base").string(),
+      "lora.rank=4",           "lora.alpha=8",
+      "lora.dropout=0.2",      "optimizer.type=adafactor"};
+  RunOutput one = Train(0, "ft_one", finetune);
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  io::LoadedCheckpoint a = Final("ft_one");
+  EXPECT_FALSE(a.model.empty());
+  EXPECT_EQ(a.model.count("model.embed_tokens.weight"), 0u);  // adapters (+ FAM prompt) only
+  for (const std::string zero : {"zero2", "zero3"}) {
+    SCOPED_TRACE(zero);
+    std::vector<std::string> sets = finetune;
+    sets.push_back("distributed.zero=" + zero);
+    RunOutput two = Train(2, "ft_" + zero, sets);
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+    EXPECT_NE(two.output.find("zero: " + zero + " ("), std::string::npos) << two.output;
+    ExpectSameLosses("ft_one", "ft_" + zero);
+    io::LoadedCheckpoint b = Final("ft_" + zero);
+    EXPECT_EQ(b.world_size, 2);
+    ExpectClose(a.model, b.model, 1e-5, 1e-5);
+    // The run's adapters file (rank 0, after gathering under zero3): the same tensors and the
+    // same base fingerprint as the single process's.
+    auto [one_meta, one_tensors] = Adapters("ft_one");
+    auto [two_meta, two_tensors] = Adapters("ft_" + zero);
+    EXPECT_EQ(two_meta, one_meta);
+    ASSERT_FALSE(one_tensors.empty());
+    ExpectClose(one_tensors, two_tensors, 1e-5, 1e-5);
+  }
 }
 
 TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatch) {

@@ -947,12 +947,20 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   }
   elapsed_before_ += clock.Seconds();
   if (absl::Status s = SaveCheckpoint(true); !s.ok()) return s;
-  if (rank_ == 0 && HasLora(*model_)) {
+  if (HasLora(*model_)) {
     // The adapters alone, with the fingerprint of their base: `fam export --merge` takes them.
-    if (absl::Status s = SaveLoraAdapters(*model_, run_dir_ + "/adapters.safetensors",
-                                          config_.finetune.base_weights);
-        !s.ok())
-      return s;
+    // Under ZeRO-3 every rank gathers first (a collective): the adapters and the base weights the
+    // fingerprint hashes are spread over the ranks.
+    GatherFullWeights();
+    absl::Status saved = absl::OkStatus();
+    if (rank_ == 0)
+      saved = SaveLoraAdapters(*model_, run_dir_ + "/adapters.safetensors",
+                               config_.finetune.base_weights);
+    ReleaseFullWeights();
+    if (!saved.ok()) {
+      AbortIfDistributed(saved);
+      return saved;
+    }
   }
   result_.final_step = step_;
   if (run_comm_.steps > 0) {
