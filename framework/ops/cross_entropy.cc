@@ -6,27 +6,6 @@
 namespace fam::ops {
 namespace {
 
-bool IsIndexDType(DType dtype) { return dtype == DType::kI32 || dtype == DType::kI64; }
-
-// A contiguous copy of an integer tensor (the tensor itself when already contiguous).
-Tensor ContiguousIndices(const Tensor& t) {
-  if (t.is_contiguous()) return t.detach();
-  Tensor out = Tensor::Empty(t.shape(), t.dtype(), t.device());
-  GetBackend(t.device()).Copy(t, out);
-  return out;
-}
-
-void CheckTargets(const Tensor& targets, int64_t vocab, int64_t ignore_index) {
-  const std::vector<int64_t> values =
-      targets.device().is_cpu() ? targets.ToInts() : To(targets, Device::CPU()).ToInts();
-  for (size_t i = 0; i < values.size(); ++i) {
-    const int64_t t = values[i];
-    FAM_CHECK(t == ignore_index || (t >= 0 && t < vocab), "cross_entropy: target ", t,
-              " at position ", i, " is outside [0, ", vocab, ") and is not ignore_index ",
-              ignore_index);
-  }
-}
-
 class CrossEntropyBackward : public Node {
  public:
   CrossEntropyBackward(Tensor logits, Tensor targets, Tensor weights, Tensor weights_stored,
@@ -79,14 +58,8 @@ Tensor CrossEntropy(const Tensor& logits, const Tensor& targets, const Tensor& w
   CheckSameFloatDType("cross_entropy", {logits, weights});
   FAM_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got ", logits.Describe());
   const int64_t n = logits.shape()[0], vocab = logits.shape()[1];
-  FAM_CHECK(targets.defined() && IsIndexDType(targets.dtype()) && targets.dim() == 1 &&
-                targets.shape()[0] == n,
-            "cross_entropy: targets ", targets.defined() ? targets.Describe() : "undefined",
-            " do not match logits ", logits.Describe(), " (need i32/i64 [N])");
-  FAM_CHECK(!weights.defined() || (weights.dim() == 1 && weights.shape()[0] == n),
-            "cross_entropy: weights ", weights.defined() ? weights.Describe() : "",
-            " do not match logits ", logits.Describe(), " (need [N])");
-  CheckTargets(targets, vocab, ignore_index);
+  CheckCrossEntropyInputs("cross_entropy", "logits " + logits.Describe(), targets, weights, n,
+                          vocab, ignore_index);
 
   Tensor lc = ForCompute(logits);
   Tensor tc = ContiguousIndices(targets);

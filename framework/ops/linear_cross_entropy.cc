@@ -10,33 +10,10 @@
 namespace fam::ops {
 namespace {
 
-bool IsIndexDType(DType dtype) { return dtype == DType::kI32 || dtype == DType::kI64; }
-
 // Rows [start, start + rows) of a contiguous tensor (a view; shares storage).
 Tensor Rows(const Tensor& t, int64_t start, int64_t rows) {
   NoGradGuard no_grad;
   return Slice(t, 0, start, start + rows);
-}
-
-// logits [rows, V] = hidden [rows, d] · weight [V, d]ᵀ; all contiguous, compute dtype.
-void ChunkLogits(Backend& backend, const Tensor& hidden, const Tensor& weight,
-                 const Tensor& logits) {
-  GemmArgs g;
-  g.m = hidden.size(0);
-  g.n = weight.size(0);
-  g.k = weight.size(1);
-  g.a = hidden;
-  g.lda = g.k;
-  g.b = weight;
-  g.trans_b = true;
-  g.ldb = g.k;
-  g.c = logits;
-  g.ldc = g.n;
-  if (g.k == 0) {
-    backend.Fill(logits, 0.0);
-  } else {
-    backend.Gemm(g);
-  }
 }
 
 // c [m, n] = alpha · op(a) · op(b) + beta · c for contiguous 2-D operands.
@@ -99,11 +76,11 @@ class LinearCrossEntropyBackward : public Node {
         const int64_t rows = std::min(chunk, n - start);
         Tensor h = Rows(hc, start, rows);
         Tensor buf = Rows(buffer, 0, rows);
-        ChunkLogits(backend, h, wc, buf);
+        Gemm2d(backend, h, false, wc, true, buf, 0.0);  // logits = h · Wᵀ
         backend.CrossEntropyBackward(buf, Rows(targets_, start, rows),
                                      weights_.defined() ? Rows(weights_, start, rows) : Tensor(),
-                                     ignore_index_, Rows(lse_, start, rows),
-                                     Rows(gc, start, rows), buf);
+                                     ignore_index_, Rows(lse_, start, rows), Rows(gc, start, rows),
+                                     buf);
         // grad_hidden rows = g · W;  grad_W (+)= gᵀ · h.
         if (want_hidden)
           Gemm2d(backend, buf, false, wc, false, Rows(grad_hidden, start, rows), 0.0);
@@ -144,30 +121,14 @@ Tensor LinearCrossEntropy(const Tensor& hidden, const Tensor& weight, const Tens
   CheckSameFloatDType("linear_cross_entropy", {hidden, weight, weights});
   FAM_CHECK(hidden.dim() == 2, "linear_cross_entropy: hidden must be [N, d], got ",
             hidden.Describe());
-  FAM_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1),
-            "linear_cross_entropy: weight ", weight.Describe(), " does not match hidden ",
-            hidden.Describe(), " (need [V, d])");
+  FAM_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1), "linear_cross_entropy: weight ",
+            weight.Describe(), " does not match hidden ", hidden.Describe(), " (need [V, d])");
   const int64_t n = hidden.size(0), vocab = weight.size(0);
-  FAM_CHECK(targets.defined() && IsIndexDType(targets.dtype()) && targets.dim() == 1 &&
-                targets.size(0) == n,
-            "linear_cross_entropy: targets ", targets.defined() ? targets.Describe() : "undefined",
-            " do not match hidden ", hidden.Describe(), " (need i32/i64 [N])");
-  FAM_CHECK(!weights.defined() || (weights.dim() == 1 && weights.size(0) == n),
-            "linear_cross_entropy: weights ", weights.defined() ? weights.Describe() : "",
-            " do not match hidden ", hidden.Describe(), " (need [N])");
-  {
-    const std::vector<int64_t> values =
-        targets.device().is_cpu() ? targets.ToInts() : To(targets, Device::CPU()).ToInts();
-    for (size_t i = 0; i < values.size(); ++i) {
-      const int64_t t = values[i];
-      FAM_CHECK(t == ignore_index || (t >= 0 && t < vocab), "linear_cross_entropy: target ", t,
-                " at position ", i, " is outside [0, ", vocab, ") and is not ignore_index ",
-                ignore_index);
-    }
-  }
+  CheckCrossEntropyInputs("linear_cross_entropy", "hidden " + hidden.Describe(), targets, weights,
+                          n, vocab, ignore_index);
 
   Tensor hc = ForCompute(hidden), wc = ForCompute(weight);
-  Tensor tc = targets.is_contiguous() ? targets.detach() : Contiguous(targets.detach());
+  Tensor tc = ContiguousIndices(targets);
   Tensor wtc = weights.defined() ? ForCompute(weights) : Tensor();
   const bool weights_need_grad = weights.defined() && AnyRequiresGrad({weights});
   Tensor nll = Tensor::Empty({n}, hc.dtype(), hc.device());
@@ -177,7 +138,7 @@ Tensor LinearCrossEntropy(const Tensor& hidden, const Tensor& weight, const Tens
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t rows = std::min(chunk, n - start);
     Tensor buf = Rows(buffer, 0, rows);
-    ChunkLogits(backend, Rows(hc, start, rows), wc, buf);
+    Gemm2d(backend, Rows(hc, start, rows), false, wc, true, buf, 0.0);  // logits = h · Wᵀ
     // With weights needing a gradient, keep the unweighted losses and weight them below.
     backend.CrossEntropyForward(
         buf, Rows(tc, start, rows),

@@ -48,4 +48,30 @@ Tensor FromCompute(const Tensor& y, DType storage_dtype) {
   return out;
 }
 
+void CheckCrossEntropyInputs(const char* op, const std::string& rows_of, const Tensor& targets,
+                             const Tensor& weights, int64_t n, int64_t vocab,
+                             int64_t ignore_index) {
+  const bool index_dtype =
+      targets.defined() && (targets.dtype() == DType::kI32 || targets.dtype() == DType::kI64);
+  FAM_CHECK(index_dtype && targets.dim() == 1 && targets.size(0) == n, op, ": targets ",
+            targets.defined() ? targets.Describe() : "undefined", " do not match ", rows_of,
+            " (need i32/i64 [N])");
+  FAM_CHECK(!weights.defined() || (weights.dim() == 1 && weights.size(0) == n), op, ": weights ",
+            weights.defined() ? weights.Describe() : "", " do not match ", rows_of, " (need [N])");
+  const std::vector<int64_t> values =
+      targets.device().is_cpu() ? targets.ToInts() : To(targets, Device::CPU()).ToInts();
+  for (size_t i = 0; i < values.size(); ++i) {
+    const int64_t t = values[i];
+    FAM_CHECK(t == ignore_index || (t >= 0 && t < vocab), op, ": target ", t, " at position ", i,
+              " is outside [0, ", vocab, ") and is not ignore_index ", ignore_index);
+  }
+}
+
+Tensor ContiguousIndices(const Tensor& t) {
+  if (t.is_contiguous()) return t.detach();
+  Tensor out = Tensor::Empty(t.shape(), t.dtype(), t.device());
+  GetBackend(t.device()).Copy(t, out);
+  return out;
+}
+
 }  // namespace fam::ops

@@ -26,4 +26,12 @@ inline Tensor NewLike(const Shape& shape, DType dtype, Device device) {
 // Casts a computed result back to the storage dtype (no autograd; used inside ops).
 Tensor FromCompute(const Tensor& y, DType storage_dtype);
 
+// The inputs of a cross-entropy over n rows of vocab logits (CrossEntropy, LinearCrossEntropy):
+// targets i32/i64 [n], each in [0, vocab) or ignore_index; weights undefined or [n]. `rows_of`
+// describes the tensor the rows come from ("logits f32[4, 9]"); errors name `op`.
+void CheckCrossEntropyInputs(const char* op, const std::string& rows_of, const Tensor& targets,
+                             const Tensor& weights, int64_t n, int64_t vocab, int64_t ignore_index);
+// A detached contiguous integer tensor: `t` itself when already contiguous, else a copy.
+Tensor ContiguousIndices(const Tensor& t);
+
 }  // namespace fam::ops
