@@ -22,6 +22,7 @@ Standard library only; deterministic for a given --seed.
 
 import argparse
 import json
+import os
 import random
 import sys
 
@@ -83,6 +84,8 @@ def main(argv):
     if args.long_fraction > 0 and not 1 <= args.long_min_tokens <= args.long_max_tokens:
         parser.error("need 1 <= --long-min-tokens <= --long-max-tokens")
     rng = random.Random(args.seed)
+    if args.out != "-" and os.path.dirname(args.out):
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
     out = sys.stdout if args.out == "-" else open(args.out, "w", encoding="utf-8")
     try:
         for _ in range(args.examples):
