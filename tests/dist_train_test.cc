@@ -1,7 +1,8 @@
 // Data-parallel training end to end: `mpirun -np 2 fam train` against `fam train` in one process on
-// the same global batch (plain all-reduce and ZeRO-1/2/3, AdamW and Adafactor), resume with another
-// world size, and the refusal of a global batch not divisible by the world. Skipped when
-// mpirun is not installed. ctest passes FAM_MPIRUN; OMPI_ALLOW_RUN_AS_ROOT* are set here too.
+// the same global batch (plain all-reduce and ZeRO-1/2/3, AdamW and Adafactor; bf16 with none and
+// ZeRO-1), resume with another world size, and the refusal of a global batch not divisible by the
+// world. Skipped when mpirun is not installed. ctest passes FAM_MPIRUN; OMPI_ALLOW_RUN_AS_ROOT* are
+// set here too.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <set>
 
 #include "framework/data/token_shard.h"
@@ -333,6 +335,43 @@ TEST_F(DistTrainTest, LoraFinetuneUnderZeroMatchesOneProcess) {
     ASSERT_FALSE(one_tensors.empty());
     ExpectClose(one_tensors, two_tensors, 1e-5, 1e-5);
   }
+}
+
+// bf16 mixed precision on 2 ranks (plain all-reduce and ZeRO-1, the masters sharded as optimizer
+// state) against one process: gradients are reduced in f32, so only the order of f32 sums differs.
+// bf16 with zero2/zero3 is refused on every rank with one line naming both keys.
+TEST_F(DistTrainTest, Bf16TwoRanksMatchOneProcess) {
+  RunOutput one = Train(0, "bf16_one", {"trainer.precision=bf16"});
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  io::LoadedCheckpoint a = Final("bf16_one");
+  for (const std::string zero : {"none", "zero1"}) {
+    SCOPED_TRACE(zero);
+    RunOutput two =
+        Train(2, "bf16_" + zero, {"trainer.precision=bf16", "distributed.zero=" + zero});
+    ASSERT_EQ(two.exit_code, 0) << two.output;
+    ExpectSameLosses("bf16_one", "bf16_" + zero, 2e-3);
+    double worst = 0;
+    std::vector<nlohmann::json> la = Lines("bf16_one", "train"),
+                                lb = Lines("bf16_" + zero, "train");
+    for (size_t i = 0; i < std::min(la.size(), lb.size()); ++i)
+      worst = std::max(worst, std::abs(la[i]["loss"].get<double>() - lb[i]["loss"].get<double>()));
+    std::cout << "bf16, 2 ranks (zero " << zero << ") vs 1 process: max |loss difference| " << worst
+              << "\n";
+    io::LoadedCheckpoint b = Final("bf16_" + zero);
+    EXPECT_EQ(b.world_size, 2);
+    ExpectClose(a.model, b.model, 2e-3, 2e-2);
+    for (auto& [name, t] : b.model) {
+      EXPECT_EQ(t.dtype(), DType::kF32) << name;
+      ASSERT_TRUE(b.optimizer.count(name + ".master")) << name;  // gathered from the shards
+      EXPECT_EQ(b.optimizer.at(name + ".master").ToDoubles(), t.ToDoubles()) << name;
+    }
+  }
+  RunOutput refused = Train(2, "bf16_zero3", {"trainer.precision=bf16", "distributed.zero=zero3"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("trainer.precision: bf16 is not supported with distributed.zero: "
+                                "zero3"),
+            std::string::npos)
+      << refused.output;
 }
 
 TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatch) {

@@ -1,9 +1,11 @@
 // Optimizers, schedules and clipping: AdamW and Adafactor against step-by-step reference formulas
-// written here in double, state save/load, exact schedule values, global-norm clipping, and a small
-// least-squares problem minimised through the autograd ops.
+// written here in double, state save/load, bf16 parameters with f32 master copies, exact schedule
+// values, global-norm clipping, and a small least-squares problem minimised through the autograd
+// ops.
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <numbers>
 #include <string>
 #include <type_traits>
@@ -132,7 +134,7 @@ TEST(AdamW, RejectsBadOptionsAndParameters) {
   bad.beta2 = 1.0;
   EXPECT_THROW(AdamW({{"w", w, true}}, bad), Error);
   EXPECT_THROW(AdamW({{"w", w, true}, {"w", Tensor::Zeros({1}), true}}), Error);
-  EXPECT_THROW(AdamW({{"w", Tensor::Zeros({2}, DType::kBF16), true}}), Error);
+  EXPECT_THROW(AdamW({{"w", Tensor::Zeros({2}, DType::kI32), true}}), Error);
   EXPECT_THROW(AdamW({{"w", Tensor::Zeros({2, 3}).transpose(0, 1), true}}), Error);
   AdamW opt({{"w", w, true}});
   w.set_grad(Tensor::Zeros({3}));
@@ -386,6 +388,156 @@ TEST(OptimizerState, NamesAndZeroGrad) {
   w.set_grad(Tensor::Ones({2, 3}));
   adam.ZeroGrad();
   EXPECT_FALSE(w.grad().defined());
+}
+
+// ---- bf16 parameters: f32 master copies ----
+
+// bf16-exact starting values: a matrix (factored in Adafactor) and a vector.
+std::vector<NamedParameter> MixedParams(DType dtype) {
+  Tensor w = Tensor::FromVector({0.5, -0.25, 1.5, 0.75, -2.0, 0.125}, {2, 3}).to(dtype);
+  Tensor b = Tensor::FromVector({1.0, -0.5, 0.375}, {3}).to(dtype);
+  return {{"w", w.set_requires_grad(true), true}, {"b", b.set_requires_grad(true), false}};
+}
+
+void SetF32Grads(std::vector<NamedParameter>& ps, int t) {
+  for (size_t k = 0; k < ps.size(); ++k) {
+    const int n = static_cast<int>(ps[k].param.numel());
+    ps[k].param.set_grad(
+        Tensor::FromVector(TestGrads(t, n, static_cast<int>(k)), ps[k].param.shape()));
+  }
+}
+
+std::map<std::string, Tensor> StateMap(const Optimizer& opt) {
+  std::map<std::string, Tensor> out;
+  for (auto& [name, t] : opt.StateTensors()) out[name] = t;
+  return out;
+}
+
+// The same optimizer over bf16 parameters and over f32 parameters with the same (bf16-exact)
+// values and the same f32 gradients: the masters and the state equal the f32 run exactly, and each
+// bf16 parameter is bf16(its master) after every step.
+template <typename Opt, typename Options>
+void CheckMasterMatchesF32(const Options& options) {
+  std::vector<NamedParameter> p16 = MixedParams(DType::kBF16), p32 = MixedParams(DType::kF32);
+  Opt a(p16, options), b(p32, options);
+  for (int t = 1; t <= 6; ++t) {
+    SetF32Grads(p16, t);
+    SetF32Grads(p32, t);
+    a.Step(0.05);
+    b.Step(0.05);
+    std::map<std::string, Tensor> sa = StateMap(a), sb = StateMap(b);
+    ASSERT_EQ(sa.size(), sb.size() + 2);  // + w.master, b.master
+    for (auto& [name, tensor] : sb) {
+      ASSERT_TRUE(sa.count(name)) << name;
+      EXPECT_EQ(sa[name].dtype(), tensor.dtype()) << name;  // f32 state
+      EXPECT_EQ(sa[name].ToDoubles(), tensor.ToDoubles()) << name << " step " << t;
+    }
+    for (size_t k = 0; k < p16.size(); ++k) {
+      const Tensor master = sa.at(p16[k].name + ".master");
+      EXPECT_EQ(master.dtype(), DType::kF32);
+      EXPECT_EQ(master.ToDoubles(), p32[k].param.ToDoubles()) << p16[k].name << " step " << t;
+      EXPECT_EQ(p16[k].param.dtype(), DType::kBF16);
+      EXPECT_EQ(p16[k].param.ToDoubles(), master.to(DType::kBF16).ToDoubles()) << p16[k].name;
+    }
+  }
+  // The run moved the weights away from bf16-exact values: the masters hold more than bf16 does.
+  EXPECT_NE(p16[0].param.ToDoubles(), p32[0].param.ToDoubles());
+}
+
+TEST(MasterWeights, AdamWMasterEqualsTheF32Run) {
+  AdamWOptions o;
+  o.weight_decay = 0.1;
+  CheckMasterMatchesF32<AdamW>(o);
+}
+
+TEST(MasterWeights, AdafactorMasterEqualsTheF32Run) {
+  CheckMasterMatchesF32<Adafactor>(AdafactorOptions{});
+}
+
+TEST(MasterWeights, UpdatesBelowBf16ResolutionAccumulate) {
+  // AdamW with a constant gradient moves each weight by ~lr per step. Near 1.0 bf16 resolves
+  // 2^-8 below and 2^-7 above, so a step of 1e-3 rounds away in bf16 arithmetic; the master keeps
+  // it.
+  constexpr double kLr = 1e-3;
+  Tensor p = Tensor::Ones({4}, DType::kBF16).set_requires_grad(true);
+  AdamW opt({{"p", p, false}});
+  // Pure-bf16 arithmetic for comparison: an f32 parameter rounded to bf16 after every step.
+  Tensor q = Tensor::Ones({4}).set_requires_grad(true);
+  AdamW pure({{"q", q, false}});
+  for (int t = 1; t <= 12; ++t) {
+    p.set_grad(Tensor::Ones({4}));
+    q.set_grad(Tensor::Ones({4}));
+    opt.Step(kLr);
+    pure.Step(kLr);
+    ops::CopyInPlace(q, q.to(DType::kBF16));
+    const Vec master = StateMap(opt).at("p.master").ToDoubles();
+    EXPECT_NEAR(master[0], 1.0 - t * kLr, 1e-6) << t;
+    EXPECT_EQ(p.ToDoubles(), Tensor::FromVector(master, {4}).to(DType::kBF16).ToDoubles()) << t;
+    EXPECT_EQ(q.ToDoubles(), Vec(4, 1.0)) << t;  // pure bf16: stuck at 1
+    if (t == 1) {
+      EXPECT_EQ(p.ToDoubles(), Vec(4, 1.0));  // one step is below resolution
+    }
+  }
+  EXPECT_LT(p.ToDoubles()[0], 0.995);  // 12 steps moved the bf16 weight: 0.98828125
+}
+
+TEST(MasterWeights, StateRoundTripIncludesMasters) {
+  for (bool adafactor : {false, true}) {
+    SCOPED_TRACE(adafactor ? "adafactor" : "adamw");
+    auto make = [&](std::vector<NamedParameter> ps) -> std::unique_ptr<Optimizer> {
+      if (adafactor) return std::make_unique<Adafactor>(std::move(ps));
+      return std::make_unique<AdamW>(std::move(ps));
+    };
+    std::vector<NamedParameter> pa = MixedParams(DType::kBF16), pb = MixedParams(DType::kBF16);
+    std::unique_ptr<Optimizer> a = make(pa), b = make(pb);
+    for (int t = 1; t <= 3; ++t) {
+      SetF32Grads(pa, t);
+      a->Step(0.05);
+    }
+    std::vector<std::string> names;
+    std::map<std::string, Tensor> saved;
+    for (auto& [name, t] : a->StateTensors()) {
+      names.push_back(name);
+      saved[name] = t.clone();
+    }
+    ASSERT_GE(names.size(), 2u);
+    EXPECT_EQ(names[names.size() - 2], "w.master");
+    EXPECT_EQ(names.back(), "b.master");
+    // b's parameters still hold their initial values; loading sets them to bf16(master).
+    ASSERT_TRUE(b->LoadStateTensors(saved).ok());
+    for (size_t k = 0; k < pa.size(); ++k) {
+      EXPECT_EQ(pb[k].param.ToDoubles(), pa[k].param.ToDoubles()) << pa[k].name;
+      EXPECT_EQ(StateMap(*b).at(pa[k].name + ".master").ToDoubles(),
+                saved.at(pa[k].name + ".master").ToDoubles());
+    }
+    SetF32Grads(pa, 4);
+    SetF32Grads(pb, 4);
+    a->Step(0.05);
+    b->Step(0.05);
+    for (auto& [name, t] : StateMap(*a)) {
+      EXPECT_EQ(t.ToDoubles(), StateMap(*b).at(name).ToDoubles()) << name;
+    }
+    // A state without the masters is refused, naming the missing one, and changes nothing.
+    auto bad = saved;
+    bad.erase("w.master");
+    std::unique_ptr<Optimizer> c = make(MixedParams(DType::kBF16));
+    absl::Status status = c->LoadStateTensors(bad);
+    EXPECT_FALSE(status.ok());
+    EXPECT_NE(status.message().find("w.master"), std::string::npos) << status;
+    EXPECT_EQ(c->step_count(), 0);
+  }
+}
+
+TEST(MasterWeights, OnlyBf16ParametersHaveMastersAndBf16GradientsWork) {
+  Tensor w = Tensor::Zeros({2}).set_requires_grad(true);
+  Tensor h = Tensor::Zeros({2}, DType::kBF16).set_requires_grad(true);
+  AdamW opt({{"w", w, true}, {"h", h, true}});
+  ASSERT_EQ(opt.MasterWeights().size(), 1u);
+  EXPECT_TRUE(opt.MasterWeights()[0].first.same(h));
+  h.set_grad(Tensor::FromVector({1, -1}, {2}).to(DType::kBF16));  // a bf16 gradient converts
+  opt.Step(0.5);
+  EXPECT_EQ(h.ToDoubles(), (Vec{-0.5, 0.5}));
+  EXPECT_EQ(w.ToDoubles(), (Vec{0, 0}));  // no gradient: skipped
 }
 
 // ---- schedules ----

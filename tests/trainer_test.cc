@@ -1,12 +1,15 @@
 // The training loop: loss falls, resume is bit-exact, gradient accumulation is exact, non-finite
-// steps are skipped then stop the run, config checks on resume.
+// steps are skipped then stop the run, config checks on resume; bf16 mixed precision (pretraining
+// and LoRA) tracks f32 and resumes bit-exactly.
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include "framework/data/token_shard.h"
 #include "framework/data/weight_shard.h"
 #include "framework/io/checkpoint.h"
+#include "framework/io/safetensors.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/gradcheck.h"
@@ -267,6 +270,142 @@ TEST_F(TrainerTest, BadDataIsAClearError) {
   absl::StatusOr<TrainResult> v = RunTraining(Config("vocab", {"model.vocab_size=16"}));
   ASSERT_FALSE(v.ok());
   EXPECT_NE(std::string(v.status().message()).find("vocab"), std::string::npos) << v.status();
+}
+
+// ---- bf16 mixed precision ----
+
+// Largest |a - b| over the train losses of two runs with the same steps.
+double MaxLossDifference(const std::vector<std::pair<int64_t, double>>& a,
+                         const std::vector<std::pair<int64_t, double>>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    worst = std::max(worst, std::abs(a[i].second - b[i].second));
+  }
+  return worst;
+}
+
+// A checkpoint of a bf16 run: f32 weights equal to the f32 master copies in the optimizer state,
+// one master per trained tensor (which proves the parameters were bf16), none for anything else.
+void ExpectMastersSaved(const io::LoadedCheckpoint& c) {
+  ASSERT_FALSE(c.model.empty());
+  for (auto& [name, t] : c.model) {
+    EXPECT_EQ(t.dtype(), DType::kF32) << name;
+    auto it = c.optimizer.find(name + ".master");
+    ASSERT_NE(it, c.optimizer.end()) << name;
+    EXPECT_EQ(it->second.dtype(), DType::kF32) << name;
+    EXPECT_TRUE(SameBits(t, it->second)) << name;
+  }
+  int masters = 0;
+  for (auto& [name, t] : c.optimizer) masters += name.ends_with(".master");
+  EXPECT_EQ(masters, static_cast<int>(c.model.size()));
+}
+
+// bf16 against f32 train losses (and the last val loss) of this model, step by step: measured max
+// |Δ| 0.0055 over 16 pretraining steps (losses 4.16 → 1.81) and 0.00044 over 12 LoRA steps.
+constexpr double kBf16LossTolerance = 0.02;
+
+TEST_F(TrainerTest, Bf16TracksF32) {
+  const std::vector<std::string> common = {"trainer.steps=16", "schedule.decay_steps=16"};
+  std::vector<std::string> bf16 = common;
+  bf16.push_back("trainer.precision=bf16");
+  absl::StatusOr<TrainResult> a = RunTraining(Config("f32", common));
+  absl::StatusOr<TrainResult> b = RunTraining(Config("bf16", bf16));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto la = Losses("f32"), lb = Losses("bf16");
+  ASSERT_EQ(lb.size(), 16u);
+  const double worst = MaxLossDifference(la, lb);
+  std::cout << "bf16 vs f32: max |loss difference| over 16 steps " << worst << " (losses "
+            << la.front().second << " -> " << la.back().second << "), val " << a->last_val_loss
+            << " vs " << b->last_val_loss << "\n";
+  EXPECT_LT(worst, kBf16LossTolerance);
+  EXPECT_GT(worst, 0.0);                                 // bf16 is really used: not the f32 run
+  EXPECT_LT(lb.back().second, lb.front().second - 1.0);  // and it learns
+  EXPECT_NEAR(a->last_val_loss, b->last_val_loss, kBf16LossTolerance);
+  io::LoadedCheckpoint cb = Final("bf16");
+  ExpectMastersSaved(cb);
+  for (auto& [name, t] : Final("f32").optimizer) EXPECT_FALSE(name.ends_with(".master")) << name;
+}
+
+TEST_F(TrainerTest, Bf16ResumeIsBitExact) {
+  ASSERT_TRUE(RunTraining(Config("straight", {"trainer.precision=bf16"})).ok());
+  ASSERT_TRUE(RunTraining(Config("halves", {"trainer.precision=bf16", "trainer.steps=6"})).ok());
+  ASSERT_TRUE(RunTraining(Config("halves", {"trainer.precision=bf16"})).ok());
+  auto a = Losses("straight"), b = Losses("halves");
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(a[i].second, b[i].second) << "step " << a[i].first;
+  io::LoadedCheckpoint ca = Final("straight"), cb = Final("halves");
+  ASSERT_EQ(ca.model.size(), cb.model.size());
+  ASSERT_EQ(ca.optimizer.size(), cb.optimizer.size());
+  for (auto& [name, t] : ca.model) EXPECT_TRUE(SameBits(t, cb.model.at(name))) << name;
+  for (auto& [name, t] : ca.optimizer) EXPECT_TRUE(SameBits(t, cb.optimizer.at(name))) << name;
+  ExpectMastersSaved(ca);
+  // Switching the precision on resume: an f32 checkpoint continues in bf16 (masters from its
+  // weights) and a bf16 one in f32 (the masters are its weights already).
+  ASSERT_TRUE(RunTraining(Config("switch", {"trainer.steps=6"})).ok());
+  absl::StatusOr<TrainResult> up = RunTraining(Config("switch", {"trainer.precision=bf16"}));
+  ASSERT_TRUE(up.ok()) << up.status();
+  ExpectMastersSaved(Final("switch"));
+  absl::StatusOr<TrainResult> down = RunTraining(Config("switch", {"trainer.steps=14"}));
+  ASSERT_TRUE(down.ok()) << down.status();
+  EXPECT_EQ(down->final_step, 14);
+  for (auto& [name, t] : Final("switch").optimizer) EXPECT_FALSE(name.ends_with(".master")) << name;
+}
+
+TEST_F(TrainerTest, Bf16LoraFinetuneTracksF32) {
+  ASSERT_TRUE(RunTraining(Config("base", {"trainer.steps=4"})).ok());
+  const std::vector<std::string> common = {
+      "trainer.type=finetune", "finetune.base_weights=" + (dir_ / "runs" / "base").string(),
+      "lora.rank=4", "lora.alpha=8", "optimizer.lr=0.02"};
+  std::vector<std::string> bf16 = common;
+  bf16.push_back("trainer.precision=bf16");
+  absl::StatusOr<TrainResult> a = RunTraining(Config("lora_f32", common));
+  absl::StatusOr<TrainResult> b = RunTraining(Config("lora_bf16", bf16));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto la = Losses("lora_f32"), lb = Losses("lora_bf16");
+  ASSERT_EQ(lb.size(), 12u);
+  const double worst = MaxLossDifference(la, lb);
+  std::cout << "LoRA bf16 vs f32: max |loss difference| over 12 steps " << worst << " (losses "
+            << la.front().second << " -> " << la.back().second << ")\n";
+  EXPECT_LT(worst, kBf16LossTolerance);
+  EXPECT_GT(worst, 0.0);
+  EXPECT_LT(lb.back().second, lb.front().second);
+  // Adapter-only checkpoint: the adapters and the FAM prompt, from their masters; the frozen base
+  // has no master and no optimizer state.
+  io::LoadedCheckpoint c = Final("lora_bf16");
+  ExpectMastersSaved(c);
+  EXPECT_EQ(c.model.count("model.embed_tokens.weight"), 0u);
+  EXPECT_EQ(c.model.count("model.fam.embeddings"), 1u);
+  for (auto& [name, t] : c.optimizer)
+    EXPECT_EQ(name.find("model.embed_tokens"), std::string::npos) << name;
+  // The run's adapters file holds the same f32 tensors.
+  absl::StatusOr<std::unique_ptr<io::SafetensorsFile>> file =
+      io::SafetensorsFile::Open((dir_ / "runs" / "lora_bf16" / "adapters.safetensors").string());
+  ASSERT_TRUE(file.ok()) << file.status();
+  ASSERT_EQ((*file)->names().size(), c.model.size());
+  for (const std::string& name : (*file)->names()) {
+    absl::StatusOr<Tensor> t = (*file)->Load(name);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->dtype(), DType::kF32) << name;
+    EXPECT_TRUE(SameBits(*t, c.model.at(name))) << name;
+  }
+}
+
+TEST_F(TrainerTest, Bf16WithZero2Or3IsRefusedAtStart) {
+  for (const std::string zero : {"zero2", "zero3"}) {
+    absl::StatusOr<TrainResult> r = RunTraining(
+        Config("refused_" + zero, {"trainer.precision=bf16", "distributed.zero=" + zero}));
+    ASSERT_FALSE(r.ok());
+    const std::string message(r.status().message());
+    EXPECT_NE(message.find("trainer.precision"), std::string::npos) << message;
+    EXPECT_NE(message.find("distributed.zero: " + zero), std::string::npos) << message;
+    EXPECT_FALSE(fs::exists(dir_ / "runs" / ("refused_" + zero) / "metrics.jsonl"));
+  }
 }
 
 }  // namespace

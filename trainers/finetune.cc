@@ -175,7 +175,10 @@ absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
 absl::StatusOr<std::unique_ptr<FamModel>> BuildModelForRun(const RunConfig& config,
                                                            std::vector<std::string>* notes) {
   std::unique_ptr<FamModel> model;
-  absl::Status status = CatchToStatus([&] { model = std::make_unique<FamModel>(config.model); });
+  // trainer.precision bf16: every parameter is held in bf16 from the start (initialised or loaded
+  // into bf16, LoRA adapters created in their projection's dtype); the optimizer keeps f32 masters.
+  absl::Status status = CatchToStatus(
+      [&] { model = std::make_unique<FamModel>(config.model, config.trainer.precision); });
   if (!status.ok()) return status;
   if (config.trainer.type == TrainerType::kPretrain) {
     model->InitializeWeights(static_cast<uint64_t>(config.trainer.seed));

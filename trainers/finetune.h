@@ -38,6 +38,7 @@
 
 namespace fam {
 
+// The model's parameters are in trainer.precision (f32, or bf16 for mixed precision).
 // pretrain: FamModel(config.model), InitializeWeights(trainer.seed).
 // finetune: FamModel(config.model), LoadBaseWeights(finetune.base_weights), AttachLora(lora:)
 // (freezes the base), then LoadLoraAdapters(finetune.adapters) when set (its settings must match

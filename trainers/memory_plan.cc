@@ -166,6 +166,7 @@ absl::StatusOr<MemoryBreakdown> EstimateMemory(const RunConfig& config, int gpus
   const ModelConfig& m = config.model;
   const double p = ValueBytes(config);
   const bool bf16 = p == 2.0;
+  const double grad_bytes = bf16 ? 4.0 : p;  // accumulated gradients (none, zero1)
   const ZeroStage zero = gpus > 1 ? s.zero : ZeroStage::kNone;
 
   // ZeRO-2/3 units (framework/dist/sharded_parameters.h): each decoder layer, and the root
@@ -274,7 +275,9 @@ absl::StatusOr<MemoryBreakdown> EstimateMemory(const RunConfig& config, int gpus
     MemoryBreakdown b;
     b.weights = p * (shard_params ? own_all[r] + working_set : n_all);
     b.master = bf16 ? 4 * (shard_state ? own_t[r] : n_trainable) : 0;
-    b.gradients = p * (shard_grads ? own_t[r] : n_trainable);  // ZeRO-2/3: owned accumulators
+    // Gradients and their buckets are f32 in bf16 runs (autograd accumulates a bf16 parameter's
+    // gradient in f32: GradDType); ZeRO-2/3 (not yet trainable in bf16) count P.
+    b.gradients = shard_grads ? p * own_t[r] : grad_bytes * n_trainable;
     b.optimizer = own_state[r];
     b.activations_kept = kept;
     b.activations_peak = peak;
@@ -283,7 +286,7 @@ absl::StatusOr<MemoryBreakdown> EstimateMemory(const RunConfig& config, int gpus
       if (shard_grads)  // one gradient unit filling + at most two being reduce-scattered
         b.communication = 3 * p * largest_grad_unit;
       else
-        b.communication = p * n_trainable + (shard_state ? p * own_t[r] : 0);  // all buckets
+        b.communication = grad_bytes * (n_trainable + (shard_state ? own_t[r] : 0));  // all buckets
     }
     const double other = b.total();
     b.workspace = kWorkspaceFixedBytes + 4 * largest_trainable + kAllocatorSlack * other;

@@ -54,6 +54,39 @@ constexpr uint64_t kStreamStatePassing = 0x5057000000000002ull;
 std::atomic<int> g_stop_signal{0};
 extern "C" void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 
+// `tensors` with every bf16 parameter replaced by its f32 master copy from `optimizer` (matched by
+// storage and offset), and any other bf16 tensor converted to f32: what checkpoints and adapter
+// files of bf16 runs store, so they hold full-precision weights.
+std::vector<std::pair<std::string, Tensor>> WithMasterWeights(
+    std::vector<std::pair<std::string, Tensor>> tensors, const Optimizer& optimizer) {
+  std::map<std::pair<const Storage*, int64_t>, Tensor> masters;
+  for (auto& [param, master] : optimizer.MasterWeights())
+    masters[{param.storage().get(), param.offset()}] = master;
+  NoGradGuard no_grad;
+  for (auto& [name, t] : tensors) {
+    if (t.dtype() != DType::kBF16) continue;
+    auto it = masters.find({t.storage().get(), t.offset()});
+    t = it != masters.end() ? it->second : ops::Cast(t, DType::kF32);
+  }
+  return tensors;
+}
+
+// A resume with another trainer.precision than the checkpoint's: the checkpoint's model weights
+// are the f32 masters of a bf16 run, so a bf16 run takes its missing "<param>.master" entries from
+// them, and an f32 run drops the master entries it has no use for.
+void AdaptMasterState(const std::vector<NamedParameter>& params,
+                      const std::map<std::string, Tensor>& weights,
+                      std::map<std::string, Tensor>* state) {
+  for (const NamedParameter& p : params) {
+    const std::string name = absl::StrCat(p.name, ".", kMasterSlot);
+    if (p.param.dtype() != DType::kBF16) {
+      state->erase(name);
+    } else if (!state->count(name)) {
+      if (auto it = weights.find(p.name); it != weights.end()) (*state)[name] = it->second;
+    }
+  }
+}
+
 std::unique_ptr<Optimizer> MakeOptimizer(const OptimizerConfig& o,
                                          std::vector<NamedParameter> params) {
   if (o.type == OptimizerType::kAdafactor) {
@@ -235,6 +268,9 @@ absl::Status Trainer::Setup() {
     // the broadcast makes it independent of file systems and thread counts).
     std::vector<Tensor> weights;
     for (const NamedParameter& p : params_) weights.push_back(p.param);
+    // bf16 runs without ZeRO: every rank holds every master copy (same list on every rank).
+    if (!zero_)
+      for (auto& [param, master] : optimizer_->MasterWeights()) weights.push_back(master);
     dist::BroadcastTensors(*comm_, weights, 0);
     if (sharding_) sharding_->Shard();  // ZeRO-3: from here each rank keeps its own parameters
     has_val_ = dist::AllReduceInts(*comm_, {static_cast<int64_t>(val_batches_.size())})[0] > 0;
@@ -266,11 +302,14 @@ absl::Status Trainer::SetupRun() {
       return absl::FailedPreconditionError(
           absl::StrCat("trainer.device: cuda is unavailable: ", why));
   }
-  if (t.precision != DType::kF32 && t.device == DeviceType::kCPU)
-    return absl::InvalidArgumentError(
-        absl::StrCat("trainer.precision: ", DTypeName(t.precision),
-                     " training (bf16 weights/activations with f32 master weights) runs on the CUDA "
-                     "backend; use f32 on CPU"));
+  const ZeroStage zero_stage = config_.distributed.zero;
+  if (t.precision == DType::kBF16 &&
+      (zero_stage == ZeroStage::kZero2 || zero_stage == ZeroStage::kZero3))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "trainer.precision: bf16 is not supported with distributed.zero: ",
+        zero_stage == ZeroStage::kZero2 ? "zero2" : "zero3",
+        " yet (bf16 trains with distributed.zero: none or zero1); use one of those, or "
+        "trainer.precision: f32"));
   run_dir_ = (fs::path(config_.run_dir) / config_.name).string();
   std::error_code ec;
   fs::create_directories(fs::path(run_dir_) / "checkpoints", ec);
@@ -508,7 +547,9 @@ absl::Status Trainer::MaybeResume() {
         ckpt->config_hash, " vs ", ConfigHash(config_),
         "); start a new run name or restore the model config"));
   if (absl::Status s = RestoreModelCheckpoint(*model_, *ckpt); !s.ok()) return s;
-  if (absl::Status s = optimizer_->LoadStateTensors(ckpt->optimizer); !s.ok()) return s;
+  std::map<std::string, Tensor> optimizer_state = ckpt->optimizer;
+  AdaptMasterState(params_, ckpt->model, &optimizer_state);
+  if (absl::Status s = optimizer_->LoadStateTensors(optimizer_state); !s.ok()) return s;
   const nlohmann::json& ts = ckpt->trainer_state;
   try {
     step_ = ts.at("step").get<int64_t>();
@@ -531,7 +572,11 @@ absl::Status Trainer::MaybeResume() {
   for (int64_t l = 0; l < config_.model.n_layers; ++l) {
     auto it = ckpt->extra.find(absl::StrCat("fam_state.layers.", l));
     if (it == ckpt->extra.end()) break;
-    kept_state_.push_back(ops::Clone(it->second));
+    // In the run's precision (a checkpoint of a run with another trainer.precision is converted).
+    const DType dtype = config_.trainer.precision;
+    Tensor state = ops::Clone(it->second);
+    if (state.dtype() != dtype) state = ops::Cast(state, dtype);
+    kept_state_.push_back(state);
   }
   if (!is_root()) return absl::OkStatus();  // rank 0 logs the resume
   // Log what changed in the config (allowed: LR, steps, logging ...; the model was checked above).
@@ -648,6 +693,8 @@ io::CheckpointData Trainer::MakeCheckpointData(bool owned_only) const {
       return it == index.end() ? !is_root() : !OwnsTrainable(it->second);
     });
   }
+  // bf16 runs: the weights are saved in f32, from the master copies (owned ones under ZeRO-1).
+  data.model = WithMasterWeights(std::move(data.model), *optimizer_);
   return data;
 }
 
@@ -952,10 +999,23 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     // Under ZeRO-3 every rank gathers first (a collective): the adapters and the base weights the
     // fingerprint hashes are spread over the ranks.
     GatherFullWeights();
+    // bf16 runs write the f32 master copies; under ZeRO-1 they are spread over the ranks and
+    // gathered on rank 0 first (a collective).
+    std::vector<std::pair<std::string, Tensor>> adapters;
+    if (rank_ == 0) adapters = LoraTrainableParameters(*model_);
+    if (zero_ && t.precision == DType::kBF16) {
+      std::map<std::string, Tensor> state;
+      for (auto& [name, tensor] : zero_->GatherStateTensors(0)) state[name] = tensor;
+      for (auto& [name, tensor] : adapters) {
+        auto it = state.find(absl::StrCat(name, ".", kMasterSlot));
+        if (it != state.end()) tensor = it->second;
+      }
+    }
+    adapters = WithMasterWeights(std::move(adapters), *optimizer_);
     absl::Status saved = absl::OkStatus();
     if (rank_ == 0)
       saved = SaveLoraAdapters(*model_, run_dir_ + "/adapters.safetensors",
-                               config_.finetune.base_weights);
+                               config_.finetune.base_weights, &adapters);
     ReleaseFullWeights();
     if (!saved.ok()) {
       AbortIfDistributed(saved);

@@ -22,7 +22,7 @@ std::vector<Tensor> AccumulateGrad::Backward(const Tensor& grad_output) {
     ThrowError(absl::StatusCode::kInternal, "gradient of shape ", ShapeString(g.shape()),
                " for a leaf of shape ", ShapeString(leaf->shape));
   }
-  if (g.dtype() != leaf->dtype) g = ops::Cast(g, leaf->dtype);
+  if (const DType dtype = GradDType(leaf->dtype); g.dtype() != dtype) g = ops::Cast(g, dtype);
   if (!leaf->grad) {
     leaf->grad = ops::Clone(g).impl_ptr();
   } else {

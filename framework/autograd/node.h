@@ -25,7 +25,14 @@ class Node {
   bool released = false;                    // set once backward has consumed this node
 };
 
-// Sink for a leaf tensor: adds the incoming gradient into leaf.grad.
+// The dtype of a leaf's accumulated gradient (leaf.grad): the leaf's own, except f32 for a bf16
+// leaf, so that the sum over backward passes (micro-batches) and its all-reduce do not round to
+// bf16 at every addition (mixed precision's "main grad"; each pass's contribution is bf16).
+inline DType GradDType(DType leaf_dtype) {
+  return leaf_dtype == DType::kBF16 ? DType::kF32 : leaf_dtype;
+}
+
+// Sink for a leaf tensor: adds the incoming gradient into leaf.grad (in GradDType(leaf dtype)).
 class AccumulateGrad : public Node {
  public:
   explicit AccumulateGrad(std::weak_ptr<TensorImpl> leaf) : leaf_(std::move(leaf)) {}

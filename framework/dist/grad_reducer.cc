@@ -24,9 +24,10 @@ GradReducer::GradReducer(std::shared_ptr<Communicator> comm, std::vector<NamedPa
             " bytes must be > 0");
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i].param;
-    if (i == 0) dtype_ = p.dtype();
-    FAM_CHECK(p.dtype() == dtype_, "GradReducer: parameter '", params_[i].name, "' is ",
-              DTypeName(p.dtype()), ", the others ", DTypeName(dtype_));
+    if (i == 0) dtype_ = GradDType(p.dtype());
+    FAM_CHECK(GradDType(p.dtype()) == dtype_, "GradReducer: parameter '", params_[i].name,
+              "' has gradients in ", DTypeName(GradDType(p.dtype())), ", the others in ",
+              DTypeName(dtype_));
     FAM_CHECK(p.is_contiguous(), "GradReducer: parameter '", params_[i].name, "' (", p.Describe(),
               ") is not contiguous");
     FAM_CHECK(p.device() == comm_->device(), "GradReducer: parameter '", params_[i].name,
@@ -173,7 +174,7 @@ void GradReducer::Finish() {
     Tensor src = SlotView(reduced[b], offset, param.shape());
     Tensor grad = param.grad();
     if (grad.defined() && grad.shape() == param.shape() && grad.is_contiguous() &&
-        grad.dtype() == param.dtype()) {
+        grad.dtype() == dtype_) {
       ops::CopyInPlace(grad, src);
     } else {
       param.set_grad(ops::Clone(src));

@@ -11,6 +11,10 @@
 // is ZeRO-1's second half: after each owner updated its parameters, all ranks receive them
 // (all-gather through the same buckets).
 //
+// Buckets hold gradients in their dtype (GradDType: f32 for bf16 parameters, so the reduction of
+// a mixed-precision run is in f32); GatherParameters converts bf16 parameters to it and back
+// (exact).
+//
 // Bucket order: first the reverse registration order; after the first reduced step, the ready
 // order rank 0 observed (broadcast, so every rank uses the same buckets), as PyTorch DDP does.
 #pragma once
@@ -41,7 +45,7 @@ struct ReducerStats {
 
 class GradReducer {
  public:
-  // Parameters must be contiguous, of one dtype, on the communicator's device.
+  // Parameters must be contiguous, of one gradient dtype, on the communicator's device.
   GradReducer(std::shared_ptr<Communicator> comm, std::vector<NamedParameter> params,
               const ReducerOptions& options);
   ~GradReducer();  // removes the hooks
@@ -77,7 +81,7 @@ class GradReducer {
   std::vector<int64_t> numels_;
   std::vector<int> owners_;
   BucketLayout layout_;
-  DType dtype_ = DType::kF32;
+  DType dtype_ = DType::kF32;     // of the gradients and the buffers
   std::vector<Tensor> buffers_;   // one per bucket: the whole bucket
   std::vector<Tensor> shards_;    // ZeRO-1: this rank's segment of each bucket
   std::vector<Work> works_;       // per bucket, this step

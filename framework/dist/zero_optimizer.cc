@@ -23,7 +23,7 @@ DType DTypeFromName(const std::string& name) {
 Zero1Optimizer::Zero1Optimizer(std::shared_ptr<Communicator> comm,
                                std::vector<NamedParameter> params, std::vector<int> owners,
                                const Factory& make, std::function<void()> gather_parameters)
-    : Optimizer(std::move(params)),
+    : Optimizer(std::move(params), /*masters=*/false),  // the inner optimizer keeps them
       comm_(std::move(comm)),
       owners_(std::move(owners)),
       gather_parameters_(std::move(gather_parameters)) {
@@ -42,6 +42,10 @@ void Zero1Optimizer::Step(double lr) {
   AdvanceStep();
   inner_->Step(lr);
   if (gather_parameters_) gather_parameters_();
+}
+
+std::vector<std::pair<Tensor, Tensor>> Zero1Optimizer::MasterWeights() const {
+  return inner_->MasterWeights();
 }
 
 std::vector<std::pair<std::string, Tensor>> Zero1Optimizer::ParameterState() const {

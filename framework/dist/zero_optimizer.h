@@ -3,7 +3,8 @@
 // optimizer state of that parameter and updates it, from the gradient the reducer reduce-scattered
 // to it; then every rank receives the updated parameters (GradReducer::GatherParameters). Sharding
 // whole parameters keeps every optimizer exact, including Adafactor's factored, per-matrix state,
-// so a sharded run computes the same updates as an unsharded one.
+// so a sharded run computes the same updates as an unsharded one. The f32 master copies of bf16
+// parameters are optimizer state like the rest: only the owner keeps (and checkpoints) them.
 //
 // Checkpoints: StateTensors() is this rank's part (the step counter and the owned parameters'
 // state, with the unsharded names), which the trainer writes as this rank's optimizer shard
@@ -45,6 +46,9 @@ class Zero1Optimizer : public Optimizer {
   // Takes a full (unsharded) state and restores the owned parameters' part. Entries of parameters
   // owned by other ranks are skipped; a name that belongs to no parameter is an error.
   absl::Status LoadStateTensors(const std::map<std::string, Tensor>& tensors) override;
+
+  // The owned parameters' master copies (held by the inner optimizer).
+  std::vector<std::pair<Tensor, Tensor>> MasterWeights() const override;
 
   // Bytes of optimizer state held by this rank.
   int64_t LocalStateBytes() const;

@@ -108,8 +108,9 @@ Adafactor::Adafactor(std::vector<NamedParameter> params, const AdafactorOptions&
             " must be > 0");
   FAM_CHECK(options.weight_decay >= 0, "adafactor: weight_decay = ", options.weight_decay,
             " must be >= 0");
-  for (const NamedParameter& p : params_) {
-    const Tensor& t = p.param;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const NamedParameter& p = params_[i];
+    const Tensor& t = UpdateTarget(i);  // bf16 parameters: the f32 master, so the state is f32
     FAM_CHECK(t.device().is_cpu(), "adafactor: parameter '", p.name, "' is on ",
               t.device().ToString(), "; the Adafactor update runs on the CPU only for now");
     State s;
@@ -148,18 +149,20 @@ void Adafactor::Step(double lr) {
     const NamedParameter& p = params_[i];
     State& s = state_[i];
     h.weight_decay = p.weight_decay ? options_.weight_decay : 0.0;
-    cpu::DispatchFloat(p.param.dtype(), "adafactor", [&](auto tag) {
+    const Tensor& target = UpdateTarget(i);
+    cpu::DispatchFloat(target.dtype(), "adafactor", [&](auto tag) {
       using T = decltype(tag);
       std::vector<double> u;
       if (s.factored) {
-        const int64_t n = p.param.size(-2), m = p.param.size(-1);
-        const int64_t batch = p.param.numel() / (n * m);
+        const int64_t n = target.size(-2), m = target.size(-1);
+        const int64_t batch = target.numel() / (n * m);
         u = RawUpdateFactored<T>(grad.data<T>(), s.row.data<T>(), s.col.data<T>(), batch, n, m, h);
       } else {
-        u = RawUpdateUnfactored<T>(grad.data<T>(), s.sq.data<T>(), p.param.numel(), h);
+        u = RawUpdateUnfactored<T>(grad.data<T>(), s.sq.data<T>(), target.numel(), h);
       }
-      ApplyUpdate<T>(u, p.param.data<T>(), s.exp_avg.defined() ? s.exp_avg.data<T>() : nullptr, h);
+      ApplyUpdate<T>(u, target.data<T>(), s.exp_avg.defined() ? s.exp_avg.data<T>() : nullptr, h);
     });
+    WriteBackMaster(i);
   }
 }
 

@@ -9,8 +9,9 @@
 //   U = G / sqrt(V);  U ← U / max(1, RMS(U)/d);  M ← β1·M + (1−β1)·U (when β1 > 0; U ← M)
 //   p ← p·(1 − lr·wd) − lr·U
 // State: "<name>.exp_avg_sq_row" [.., n] and "<name>.exp_avg_sq_col" [.., m] (factored) or
-// "<name>.exp_avg_sq"; "<name>.exp_avg" when β1 > 0. CPU only for now: plain loops over host
-// tensors (no backend kernel yet).
+// "<name>.exp_avg_sq"; "<name>.exp_avg" when β1 > 0 (f32 for a bf16 parameter, which is updated
+// through its f32 master: optimizer.h). CPU only for now: plain loops over host tensors (no
+// backend kernel yet).
 #pragma once
 
 #include <string>

@@ -15,8 +15,8 @@ AdamW::AdamW(std::vector<NamedParameter> params, const AdamWOptions& options)
   FAM_CHECK(options.eps > 0, "adamw: eps = ", options.eps, " must be > 0");
   FAM_CHECK(options.weight_decay >= 0, "adamw: weight_decay = ", options.weight_decay,
             " must be >= 0");
-  for (const NamedParameter& p : params_) {
-    const Tensor& t = p.param;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& t = UpdateTarget(i);  // bf16 parameters: the f32 master, so the state is f32
     exp_avg_.push_back(Tensor::Zeros(t.shape(), t.dtype(), t.device()));
     exp_avg_sq_.push_back(Tensor::Zeros(t.shape(), t.dtype(), t.device()));
   }
@@ -32,8 +32,9 @@ void AdamW::Step(double lr) {
     const NamedParameter& p = params_[i];
     const double wd = p.weight_decay ? options_.weight_decay : 0.0;
     GetBackend(p.param.device())
-        .AdamWUpdate(p.param, grad, exp_avg_[i], exp_avg_sq_[i], lr, options_.beta1, options_.beta2,
-                     options_.eps, wd, step_count());
+        .AdamWUpdate(UpdateTarget(i), grad, exp_avg_[i], exp_avg_sq_[i], lr, options_.beta1,
+                     options_.beta2, options_.eps, wd, step_count());
+    WriteBackMaster(i);
   }
 }
 

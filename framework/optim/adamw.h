@@ -3,7 +3,8 @@
 //   p ← p·(1 − lr·wd)   (only for parameters with weight_decay set)
 //   m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²
 //   p ← p − lr · (m / (1 − β1ᵗ)) / (sqrt(v / (1 − β2ᵗ)) + eps)
-// State per parameter: "<name>.exp_avg" (m) and "<name>.exp_avg_sq" (v), same shape and dtype.
+// State per parameter: "<name>.exp_avg" (m) and "<name>.exp_avg_sq" (v), same shape and dtype (f32
+// for a bf16 parameter, which is updated through its f32 master: optimizer.h).
 #pragma once
 
 #include <string>

@@ -1,28 +1,48 @@
-// Optimizer base: parameter checks, gradient access, step counter and named-state load/save.
+// Optimizer base: parameter checks, f32 master copies of bf16 parameters, gradient access, step
+// counter and named-state load/save.
 #include "framework/optim/optimizer.h"
 
 #include <cmath>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "framework/autograd/node.h"
 #include "framework/ops/ops.h"
 
 namespace fam {
 
-Optimizer::Optimizer(std::vector<NamedParameter> params) : params_(std::move(params)) {
+Optimizer::Optimizer(std::vector<NamedParameter> params, bool masters)
+    : params_(std::move(params)) {
   std::set<std::string> names;
   for (const NamedParameter& p : params_) {
     FAM_CHECK(!p.name.empty(), "optimizer: a parameter has an empty name");
     FAM_CHECK(names.insert(p.name).second, "optimizer: duplicate parameter name '", p.name, "'");
     FAM_CHECK(p.param.defined(), "optimizer: parameter '", p.name, "' is an undefined tensor");
-    FAM_CHECK(p.param.dtype() != DType::kBF16, "optimizer: parameter '", p.name,
-              "' is bf16; bf16 parameters need f32 master weights, which are not supported yet");
-    FAM_CHECK(p.param.dtype() == DType::kF32 || p.param.dtype() == DType::kF64,
-              "optimizer: parameter '", p.name, "' has dtype ", DTypeName(p.param.dtype()),
-              " (need f32 or f64)");
+    const DType dtype = p.param.dtype();
+    FAM_CHECK(dtype == DType::kF32 || dtype == DType::kF64 || dtype == DType::kBF16,
+              "optimizer: parameter '", p.name, "' has dtype ", DTypeName(dtype),
+              " (need f32, f64 or bf16)");
     FAM_CHECK(p.param.is_contiguous(), "optimizer: parameter '", p.name, "' (", p.param.Describe(),
               ") is not contiguous");
   }
+  NoGradGuard no_grad;
+  for (const NamedParameter& p : params_) {
+    const bool master = masters && p.param.dtype() == DType::kBF16;
+    masters_.push_back(master ? ops::Cast(p.param.detach(), DType::kF32) : Tensor());
+  }
+}
+
+void Optimizer::WriteBackMaster(size_t i) {
+  if (!masters_[i].defined()) return;
+  NoGradGuard no_grad;
+  ops::CopyInPlace(params_[i].param, masters_[i]);  // rounds to nearest even
+}
+
+std::vector<std::pair<Tensor, Tensor>> Optimizer::MasterWeights() const {
+  std::vector<std::pair<Tensor, Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (masters_[i].defined()) out.emplace_back(params_[i].param, masters_[i]);
+  return out;
 }
 
 Tensor Optimizer::GradientFor(size_t i) const {
@@ -34,7 +54,8 @@ Tensor Optimizer::GradientFor(size_t i) const {
   FAM_CHECK(g.device() == p.param.device(), "optimizer: gradient of '", p.name, "' is on ",
             g.device().ToString(), ", parameter on ", p.param.device().ToString());
   NoGradGuard no_grad;
-  if (g.dtype() != p.param.dtype()) g = ops::Cast(g, p.param.dtype());
+  const DType dtype = UpdateTarget(i).dtype();
+  if (g.dtype() != dtype) g = ops::Cast(g, dtype);
   if (!g.is_contiguous()) g = ops::Contiguous(g).detach();
   return g;
 }
@@ -43,6 +64,10 @@ std::vector<std::pair<std::string, Tensor>> Optimizer::StateTensors() const {
   std::vector<std::pair<std::string, Tensor>> out;
   out.emplace_back(kOptimizerStepName, Tensor::FromInts({step_}, {1}, DType::kI64));
   for (auto& entry : ParameterState()) out.push_back(std::move(entry));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (masters_[i].defined())
+      out.emplace_back(absl::StrCat(params_[i].name, ".", kMasterSlot), masters_[i]);
+  }
   return out;
 }
 
@@ -96,6 +121,7 @@ absl::Status Optimizer::LoadStateTensors(const std::map<std::string, Tensor>& te
       Tensor src = ops::To(tensors.at(name), dst.device()).detach();
       ops::CopyInPlace(dst, src);
     }
+    for (size_t i = 0; i < params_.size(); ++i) WriteBackMaster(i);
   });
   if (!status.ok()) return status;
   step_ = step;

@@ -334,11 +334,25 @@ absl::StatusOr<LoraConfig> LoraConfigFromMetadata(const std::map<std::string, st
 }
 
 absl::Status SaveLoraAdapters(const FamModel& model, const std::string& path,
-                              const std::string& base_label) {
+                              const std::string& base_label,
+                              const std::vector<std::pair<std::string, Tensor>>* tensors) {
   std::map<std::string, std::string> meta;
   absl::Status status = CatchToStatus([&] { meta = LoraMetadata(model, base_label); });
   if (!status.ok()) return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
-  return io::WriteSafetensors(path, LoraTrainableParameters(model), meta);
+  std::vector<std::pair<std::string, Tensor>> trainable = LoraTrainableParameters(model);
+  if (tensors != nullptr) {
+    bool match = tensors->size() == trainable.size();
+    for (size_t i = 0; match && i < trainable.size(); ++i) {
+      match = (*tensors)[i].first == trainable[i].first &&
+              (*tensors)[i].second.shape() == trainable[i].second.shape();
+    }
+    if (!match) {
+      return absl::InternalError(
+          absl::StrCat(path, ": the adapter tensors given do not match the trainable parameters"));
+    }
+    trainable = *tensors;
+  }
+  return io::WriteSafetensors(path, trainable, meta);
 }
 
 absl::Status LoadLoraAdapters(FamModel& model, const std::string& path) {

@@ -99,9 +99,11 @@ std::map<std::string, std::string> LoraMetadata(const FamModel& model,
 absl::StatusOr<LoraConfig> LoraConfigFromMetadata(const std::map<std::string, std::string>& meta,
                                                   const std::string& source);
 
-// Writes LoraTrainableParameters(model) with LoraMetadata as safetensors (atomically).
+// Writes LoraTrainableParameters(model) with LoraMetadata as safetensors (atomically). `tensors`,
+// when given, replaces those values (same names; e.g. the f32 master copies of a bf16 run).
 absl::Status SaveLoraAdapters(const FamModel& model, const std::string& path,
-                              const std::string& base_label = "");
+                              const std::string& base_label = "",
+                              const std::vector<std::pair<std::string, Tensor>>* tensors = nullptr);
 // Loads an adapter file into a model that holds the base weights: checks the base fingerprint
 // (FailedPrecondition naming the file, the recorded base label/fingerprint and this model's),
 // attaches adapters from the recorded settings when the model has none (otherwise the attached
