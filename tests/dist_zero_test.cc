@@ -1,7 +1,8 @@
 // ZeRO-2 and ZeRO-3 (framework/dist/sharded_parameters.h) across real ranks. ctest runs this binary
 // as one process and under `mpirun -np 2` and `-np 3`. Every rank also trains the same tiny model
 // alone, unsharded, on the whole global batch: the sharded run must give the same losses, gradient
-// norms and weights. Plus the in-place storage release that ZeRO-3 relies on.
+// norms and weights. Plus the in-place storage release that ZeRO-3 relies on, and bf16 parameters
+// (f32 gradients, reductions and masters).
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -360,6 +361,77 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"fam_carried_state_zero3", AttentionType::kFam, false, true, false,
                            false, false, true}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+// bf16 parameters (mixed precision): gradients arrive in f32 (GradDType), are reduce-scattered and
+// accumulated in f32 — 1 + k·2⁻⁹ is not a bf16 value — also when a unit got no gradient in the
+// first micro-batch (its zeros start the owner's accumulator, which must be f32 all the same); the
+// owner's optimizer updates its f32 master and every rank then holds bf16(master).
+TEST(ZeroBf16Test, GradientsAreReducedAndAccumulatedInF32) {
+  for (const bool zero3 : {false, true}) {
+    SCOPED_TRACE(zero3 ? "zero3" : "zero2");
+    Tensor w0 = Tensor::Full({4}, 0.5, DType::kBF16), w1 = Tensor::Full({4}, -0.25, DType::kBF16);
+    w0.set_requires_grad(true);
+    w1.set_requires_grad(true);
+    // w0 alone in layer unit 0, w1 in the root unit.
+    std::vector<NamedParameter> all = {{"w0", w0, true}, {"w1", w1, true}};
+    ShardedParameters sharding(g_world, all, {0, 1}, 2, zero3);
+    sharding.Shard();
+    Zero1Optimizer opt(
+        g_world, sharding.trainable(), sharding.trainable_owners(),
+        [](std::vector<NamedParameter> owned) { return testing::MakeAdamW(std::move(owned)); },
+        zero3 ? std::function<void()>() : [&sharding] { sharding.GatherAll(); });
+    const double tiny = std::ldexp(1.0, -9);
+    const double c = Rank() == 0 ? 1.0 : tiny;  // per rank: 1 on rank 0, 2⁻⁹ elsewhere
+    auto dot = [](const Tensor& w, double value) {
+      return ops::SumAll(ops::Mul(w, Tensor::Full(w.shape(), value, DType::kBF16)));
+    };
+    // Micro-batch 0: w1·c only (no gradient of unit 0 anywhere). Micro-batch 1: w1·2⁻⁹ + w0·c.
+    for (int m = 0; m < 2; ++m) {
+      sharding.BeginMicroBatch();
+      Tensor loss = dot(w1, m == 0 ? c : tiny);
+      if (m == 1) {
+        sharding.BeforeUnit(0);
+        loss = ops::Add(loss, dot(w0, c));
+      }
+      loss.backward();
+      sharding.EndMicroBatch();
+    }
+    sharding.FinishStep();
+    const int world = Size();
+    const std::vector<double> want = {(1 + (world - 1) * tiny) / world,
+                                      (1 + (2 * world - 1) * tiny) / world};
+    const std::vector<int> owners = sharding.trainable_owners();
+    for (int i = 0; i < 2; ++i) {
+      const Tensor g = all[i].param.grad();
+      if (owners[i] != Rank()) {
+        EXPECT_FALSE(g.defined()) << all[i].name;
+        continue;
+      }
+      ASSERT_TRUE(g.defined()) << all[i].name;
+      EXPECT_EQ(g.dtype(), DType::kF32) << all[i].name;
+      // f32 rounding of the 1/world average only; bf16 would be off by about 2⁻⁹ relative.
+      for (double v : g.ToDoubles()) EXPECT_NEAR(v, want[i], 1e-6 * want[i]) << all[i].name;
+    }
+    opt.Step(1e-4);
+    // AdamW's first step moves each master by about lr, less than half a bf16 step at 0.25 or 0.5:
+    // the f32 masters moved, the bf16 parameters (= bf16(master)) did not.
+    for (auto& [param, master] : opt.MasterWeights()) {
+      EXPECT_EQ(master.dtype(), DType::kF32);
+      EXPECT_NE(master.ToDoubles(), ops::Cast(param, DType::kF32).ToDoubles());
+      EXPECT_EQ(param.ToDoubles(), ops::Cast(master, DType::kBF16).ToDoubles());
+    }
+    const int64_t masters = static_cast<int64_t>(opt.MasterWeights().size());
+    EXPECT_EQ(AllReduceInts(*g_world, {masters})[0], 2);  // one per parameter, at its owner
+    sharding.GatherAll();
+    // Every rank holds the owners' bf16(master): the same values everywhere.
+    for (const NamedParameter& p : all) {
+      const std::vector<double> v = p.param.ToDoubles();
+      std::vector<double> sum = AllReduceDoubles(*g_world, v);
+      for (size_t k = 0; k < v.size(); ++k) EXPECT_EQ(sum[k], world * v[k]) << p.name;
+    }
+    sharding.ReleaseAll();
+  }
+}
 
 }  // namespace
 }  // namespace fam::dist

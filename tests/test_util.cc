@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -64,6 +66,35 @@ std::unique_ptr<Optimizer> MakeAdamW(std::vector<NamedParameter> p) {
 
 std::unique_ptr<Optimizer> MakeAdafactor(std::vector<NamedParameter> p) {
   return std::make_unique<Adafactor>(std::move(p), AdafactorOptions{});
+}
+
+bool SameBits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.ToDoubles() == b.ToDoubles();
+}
+
+double MaxLossDifference(const std::vector<std::pair<int64_t, double>>& a,
+                         const std::vector<std::pair<int64_t, double>>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    worst = std::max(worst, std::abs(a[i].second - b[i].second));
+  }
+  return worst;
+}
+
+void ExpectMastersSaved(const io::LoadedCheckpoint& c) {
+  ASSERT_FALSE(c.model.empty());
+  for (auto& [name, t] : c.model) {
+    EXPECT_EQ(t.dtype(), DType::kF32) << name;
+    auto it = c.optimizer.find(name + ".master");
+    ASSERT_NE(it, c.optimizer.end()) << name;
+    EXPECT_EQ(it->second.dtype(), DType::kF32) << name;
+    EXPECT_TRUE(SameBits(t, it->second)) << name;
+  }
+  int masters = 0;
+  for (auto& [name, t] : c.optimizer) masters += name.ends_with(".master");
+  EXPECT_EQ(masters, static_cast<int>(c.model.size()));
 }
 
 }  // namespace fam::testing

@@ -1,15 +1,18 @@
 // Helpers the test files share beyond gradcheck.h: whole-file reading and writing, finding mpirun
 // and the environment of the mpirun jobs the tests start, the world communicator of the
-// multi-rank tests, the optimizers they compare, and the model: blocks of the small YAML run
-// configs that several tests train.
+// multi-rank tests, the optimizers they compare, checks of training runs (bitwise equality, loss
+// differences, the f32 master weights of bf16 checkpoints), and the model: blocks of the small YAML
+// run configs that several tests train.
 #pragma once
 
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "framework/dist/communicator.h"
+#include "framework/io/checkpoint.h"
 #include "framework/optim/optimizer.h"
 #include "gtest/gtest.h"
 
@@ -44,6 +47,18 @@ class WorldEnvironment : public ::testing::Environment {
 // AdamW with weight decay 0.1, and Adafactor with default options, over `p`.
 std::unique_ptr<Optimizer> MakeAdamW(std::vector<NamedParameter> p);
 std::unique_ptr<Optimizer> MakeAdafactor(std::vector<NamedParameter> p);
+
+// Same shape and the same values, bit for bit (NaNs aside).
+bool SameBits(const Tensor& a, const Tensor& b);
+
+// Largest |a - b| over the (step, loss) lists of two runs with the same steps (a failure when the
+// steps differ).
+double MaxLossDifference(const std::vector<std::pair<int64_t, double>>& a,
+                         const std::vector<std::pair<int64_t, double>>& b);
+
+// A checkpoint of a bf16 run: f32 weights equal to the f32 master copies in the optimizer state,
+// one master per trained tensor (which proves the parameters were bf16), none for anything else.
+void ExpectMastersSaved(const io::LoadedCheckpoint& c);
 
 // The model: block of a small FAM model that learns within a few steps (GQA, tied embeddings,
 // both training tricks); trainer_test and dist_train_test train it.

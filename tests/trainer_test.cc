@@ -22,6 +22,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
+using testing::ExpectMastersSaved;
+using testing::MaxLossDifference;
+using testing::SameBits;
+
 class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -87,10 +91,6 @@ checkpoint: {interval: 0, keep_last: 3}
 
   fs::path dir_;
 };
-
-bool SameBits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.ToDoubles() == b.ToDoubles();
-}
 
 TEST_F(TrainerTest, LossDecreases) {
   absl::StatusOr<TrainResult> r = RunTraining(Config("learn", {"trainer.steps=30", "schedule.decay_steps=30"}));
@@ -274,34 +274,6 @@ TEST_F(TrainerTest, BadDataIsAClearError) {
 
 // ---- bf16 mixed precision ----
 
-// Largest |a - b| over the train losses of two runs with the same steps.
-double MaxLossDifference(const std::vector<std::pair<int64_t, double>>& a,
-                         const std::vector<std::pair<int64_t, double>>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    EXPECT_EQ(a[i].first, b[i].first);
-    worst = std::max(worst, std::abs(a[i].second - b[i].second));
-  }
-  return worst;
-}
-
-// A checkpoint of a bf16 run: f32 weights equal to the f32 master copies in the optimizer state,
-// one master per trained tensor (which proves the parameters were bf16), none for anything else.
-void ExpectMastersSaved(const io::LoadedCheckpoint& c) {
-  ASSERT_FALSE(c.model.empty());
-  for (auto& [name, t] : c.model) {
-    EXPECT_EQ(t.dtype(), DType::kF32) << name;
-    auto it = c.optimizer.find(name + ".master");
-    ASSERT_NE(it, c.optimizer.end()) << name;
-    EXPECT_EQ(it->second.dtype(), DType::kF32) << name;
-    EXPECT_TRUE(SameBits(t, it->second)) << name;
-  }
-  int masters = 0;
-  for (auto& [name, t] : c.optimizer) masters += name.ends_with(".master");
-  EXPECT_EQ(masters, static_cast<int>(c.model.size()));
-}
-
 // bf16 against f32 train losses (and the last val loss) of this model, step by step: measured max
 // |Δ| 0.0055 over 16 pretraining steps (losses 4.16 → 1.81) and 0.00044 over 12 LoRA steps.
 constexpr double kBf16LossTolerance = 0.02;
@@ -393,18 +365,6 @@ TEST_F(TrainerTest, Bf16LoraFinetuneTracksF32) {
     ASSERT_TRUE(t.ok()) << t.status();
     EXPECT_EQ(t->dtype(), DType::kF32) << name;
     EXPECT_TRUE(SameBits(*t, c.model.at(name))) << name;
-  }
-}
-
-TEST_F(TrainerTest, Bf16WithZero2Or3IsRefusedAtStart) {
-  for (const std::string zero : {"zero2", "zero3"}) {
-    absl::StatusOr<TrainResult> r = RunTraining(
-        Config("refused_" + zero, {"trainer.precision=bf16", "distributed.zero=" + zero}));
-    ASSERT_FALSE(r.ok());
-    const std::string message(r.status().message());
-    EXPECT_NE(message.find("trainer.precision"), std::string::npos) << message;
-    EXPECT_NE(message.find("distributed.zero: " + zero), std::string::npos) << message;
-    EXPECT_FALSE(fs::exists(dir_ / "runs" / ("refused_" + zero) / "metrics.jsonl"));
   }
 }
 

@@ -166,7 +166,7 @@ absl::StatusOr<MemoryBreakdown> EstimateMemory(const RunConfig& config, int gpus
   const ModelConfig& m = config.model;
   const double p = ValueBytes(config);
   const bool bf16 = p == 2.0;
-  const double grad_bytes = bf16 ? 4.0 : p;  // accumulated gradients (none, zero1)
+  const double grad_bytes = bf16 ? 4.0 : p;  // gradients, their buckets and ZeRO accumulators
   const ZeroStage zero = gpus > 1 ? s.zero : ZeroStage::kNone;
 
   // ZeRO-2/3 units (framework/dist/sharded_parameters.h): each decoder layer, and the root
@@ -275,16 +275,16 @@ absl::StatusOr<MemoryBreakdown> EstimateMemory(const RunConfig& config, int gpus
     MemoryBreakdown b;
     b.weights = p * (shard_params ? own_all[r] + working_set : n_all);
     b.master = bf16 ? 4 * (shard_state ? own_t[r] : n_trainable) : 0;
-    // Gradients and their buckets are f32 in bf16 runs (autograd accumulates a bf16 parameter's
-    // gradient in f32: GradDType); ZeRO-2/3 (not yet trainable in bf16) count P.
-    b.gradients = shard_grads ? p * own_t[r] : grad_bytes * n_trainable;
+    // Gradients, their buckets and the ZeRO-2/3 unit buffers and owned accumulators are f32 in
+    // bf16 runs (autograd accumulates a bf16 parameter's gradient in f32: GradDType).
+    b.gradients = grad_bytes * (shard_grads ? own_t[r] : n_trainable);
     b.optimizer = own_state[r];
     b.activations_kept = kept;
     b.activations_peak = peak;
     b.activations = kept + peak;
     if (gpus > 1 && n_trainable > 0) {
       if (shard_grads)  // one gradient unit filling + at most two being reduce-scattered
-        b.communication = 3 * p * largest_grad_unit;
+        b.communication = 3 * grad_bytes * largest_grad_unit;
       else
         b.communication = grad_bytes * (n_trainable + (shard_state ? own_t[r] : 0));  // all buckets
     }

@@ -71,6 +71,11 @@ std::vector<std::pair<std::string, Tensor>> WithMasterWeights(
   return tensors;
 }
 
+// Bytes of the accumulated gradient of parameter `p` (in GradDType: f32 for a bf16 parameter).
+int64_t GradientBytes(const Tensor& p) {
+  return p.numel() * static_cast<int64_t>(DTypeSize(GradDType(p.dtype())));
+}
+
 // A resume with another trainer.precision than the checkpoint's: the checkpoint's model weights
 // are the f32 masters of a bf16 run, so a bf16 run takes its missing "<param>.master" entries from
 // them, and an f32 run drops the master entries it has no use for.
@@ -302,14 +307,6 @@ absl::Status Trainer::SetupRun() {
       return absl::FailedPreconditionError(
           absl::StrCat("trainer.device: cuda is unavailable: ", why));
   }
-  const ZeroStage zero_stage = config_.distributed.zero;
-  if (t.precision == DType::kBF16 &&
-      (zero_stage == ZeroStage::kZero2 || zero_stage == ZeroStage::kZero3))
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trainer.precision: bf16 is not supported with distributed.zero: ",
-        zero_stage == ZeroStage::kZero2 ? "zero2" : "zero3",
-        " yet (bf16 trains with distributed.zero: none or zero1); use one of those, or "
-        "trainer.precision: f32"));
   run_dir_ = (fs::path(config_.run_dir) / config_.name).string();
   std::error_code ec;
   fs::create_directories(fs::path(run_dir_) / "checkpoints", ec);
@@ -453,7 +450,7 @@ void Trainer::ReportSharding(const std::vector<int64_t>& optimizer_bytes) {
   const std::vector<int> owners = sharding_->trainable_owners();
   int64_t grad_bytes = 0;
   for (size_t i = 0; i < params_.size(); ++i)
-    if (owners[i] == rank_) grad_bytes += static_cast<int64_t>(params_[i].param.nbytes());
+    if (owners[i] == rank_) grad_bytes += GradientBytes(params_[i].param);
   std::vector<int64_t> params(world_, 0), grads(world_, 0);
   params[rank_] = sharding_->persistent_param_bytes();
   grads[rank_] = grad_bytes;
@@ -487,8 +484,11 @@ void Trainer::ReportDistributed() {
     for (const auto& [name, t] : tensors) n += static_cast<int64_t>(t.nbytes());
     return n;
   };
-  int64_t param_bytes = 0;
-  for (const NamedParameter& p : params_) param_bytes += static_cast<int64_t>(p.param.nbytes());
+  int64_t param_bytes = 0, grad_bytes = 0;
+  for (const NamedParameter& p : params_) {
+    param_bytes += static_cast<int64_t>(p.param.nbytes());
+    grad_bytes += GradientBytes(p.param);
+  }
   std::vector<int64_t> optimizer_bytes(world_, 0);
   optimizer_bytes[rank_] = zero_ ? zero_->LocalStateBytes() : bytes_of(optimizer_->StateTensors());
   optimizer_bytes = dist::AllReduceInts(*comm_, optimizer_bytes);
@@ -511,7 +511,7 @@ void Trainer::ReportDistributed() {
       "%s (ranks 0..%d; %s unsharded)\n",
       world_, comm_->backend_name(), env.ok() ? env->launcher : "?", omp_get_max_threads(),
       reducer_->layout().buckets.size(), config_.distributed.bucket_mb, zero_ ? "zero1" : "none",
-      dist::FormatBytes(param_bytes), dist::FormatBytes(param_bytes),
+      dist::FormatBytes(param_bytes), dist::FormatBytes(grad_bytes),
       dist::FormatBytes(reducer_->buffer_bytes()), per_rank, world_ - 1,
       dist::FormatBytes(zero_ ? total : optimizer_bytes[0]));
 }
@@ -693,7 +693,7 @@ io::CheckpointData Trainer::MakeCheckpointData(bool owned_only) const {
       return it == index.end() ? !is_root() : !OwnsTrainable(it->second);
     });
   }
-  // bf16 runs: the weights are saved in f32, from the master copies (owned ones under ZeRO-1).
+  // bf16 runs: the weights are saved in f32, from the master copies (the owned ones under ZeRO).
   data.model = WithMasterWeights(std::move(data.model), *optimizer_);
   return data;
 }
@@ -999,8 +999,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     // Under ZeRO-3 every rank gathers first (a collective): the adapters and the base weights the
     // fingerprint hashes are spread over the ranks.
     GatherFullWeights();
-    // bf16 runs write the f32 master copies; under ZeRO-1 they are spread over the ranks and
-    // gathered on rank 0 first (a collective).
+    // bf16 runs write the f32 master copies; under ZeRO (1, 2 or 3) they are spread over the
+    // ranks with the optimizer state and gathered on rank 0 first (a collective).
     std::vector<std::pair<std::string, Tensor>> adapters;
     if (rank_ == 0) adapters = LoraTrainableParameters(*model_);
     if (zero_ && t.precision == DType::kBF16) {

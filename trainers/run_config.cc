@@ -137,7 +137,7 @@ void VisitTrainer(YamlReader& r, TrainerConfig* t) {
   r.Get("seq_len", &t->seq_len, 1, "tokens per training sequence");
   r.GetEnum("precision", &t->precision, Names<DType>{{"f32", DType::kF32}, {"bf16", DType::kBF16}},
             "f32, or bf16: bf16 weights/activations, f32 master weights, gradients and "
-            "optimizer state; checkpoints hold the f32 masters (distributed.zero: none or zero1)");
+            "optimizer state; checkpoints hold the f32 masters");
   r.Get("seed", &t->seed, 0, "seed of init, data order and training tricks");
   r.GetEnum("device", &t->device,
             Names<DeviceType>{{"cpu", DeviceType::kCPU}, {"cuda", DeviceType::kCUDA}},

@@ -54,6 +54,7 @@ ShardedParameters::ShardedParameters(std::shared_ptr<Communicator> comm,
             " parameters");
   const int world = comm_->world_size();
   std::vector<int64_t> trainable_numels, frozen_numels;
+  if (!params_.empty()) grad_dtype_ = GradDType(params_[0].param.dtype());
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i].param;
     FAM_CHECK(unit_of_[i] >= 0 && unit_of_[i] < num_units_, "ShardedParameters: parameter '",
@@ -333,7 +334,7 @@ void ShardedParameters::EndMicroBatch() {
     if (grad_launched_[u] || grad_layout_[u].params.empty()) continue;
     const Layout& g = grad_layout_[u];
     if (!grad_buffers_[u].defined()) {
-      grad_buffers_[u] = Tensor::Empty({g.numel}, params_[0].param.dtype(), comm_->device());
+      grad_buffers_[u] = Tensor::Empty({g.numel}, grad_dtype_, comm_->device());
       NoteGradBytes(static_cast<int64_t>(grad_buffers_[u].nbytes()));
     }
     for (size_t k = 0; k < g.params.size(); ++k) {
@@ -386,9 +387,10 @@ void ShardedParameters::OnGradReady(size_t i) {
   present_[i] = 1;
   const int u = grad_unit_of_[i];
   if (!grad_buffers_[u].defined()) {
-    grad_buffers_[u] = Tensor::Empty({grad_layout_[u].numel}, grad.dtype(), comm_->device());
+    grad_buffers_[u] = Tensor::Empty({grad_layout_[u].numel}, grad_dtype_, comm_->device());
     NoteGradBytes(static_cast<int64_t>(grad_buffers_[u].nbytes()));
   }
+  // A bf16 or f32 contribution: converted to grad_dtype_ (exact for bf16).
   ops::CopyInPlace(FlatView(grad_buffers_[u], slot_of_[i], grad.shape()), grad);
   p.zero_grad();  // the local gradient is in the unit buffer now
   if (--grad_pending_[u] == 0) LaunchReduce(u);
@@ -429,7 +431,7 @@ void ShardedParameters::Drain(bool wait_all) {
       const Tensor src =
           FlatView(f.reduced, g.offsets[k] - g.displs[rank], params_[i].param.shape());
       if (!accum_[i].defined()) {
-        accum_[i] = Tensor::Zeros(params_[i].param.shape(), src.dtype(), comm_->device());
+        accum_[i] = Tensor::Zeros(params_[i].param.shape(), grad_dtype_, comm_->device());
         NoteGradBytes(static_cast<int64_t>(accum_[i].nbytes()));
       }
       ops::AddInPlace(accum_[i], src, scale);

@@ -10,6 +10,11 @@
 // most two units in flight: backward waits for the oldest beyond that), and each owner accumulates
 // the averaged result of its own parameters. FinishStep() hands the owners their gradients
 // (non-owners keep none); the optimizer (Zero1Optimizer) updates the owned parameters.
+// Gradient buffers, reduce-scatters and owned accumulators are in the gradient dtype (GradDType,
+// framework/autograd/node.h): f32 for bf16 parameters (mixed precision), whose micro-batch
+// gradients arrive in f32 or bf16; the parameters themselves are gathered in their own dtype, so
+// with bf16 parameters every rank computes with the bf16 copies of the owners' f32 masters (kept by
+// the optimizer as state of the owned parameters).
 //
 // ZeRO-2 keeps every parameter replicated: GatherAll() after the update copies the owners'
 // parameters to everyone. ZeRO-3 keeps only the owned parameters (in one persistent shard buffer
@@ -49,8 +54,9 @@ class ShardedParameters {
  public:
   // params: every parameter of the model (trainable or frozen), unit_of[i] its unit in
   // [0, num_units); units 0 .. num_units-2 run in this order in forward; unit num_units-1 is the
-  // root. shard_parameters: ZeRO-3 (false: ZeRO-2). Parameters must be contiguous, f32/one dtype,
-  // each the only user of its storage. Installs gradient hooks on the trainable parameters.
+  // root. shard_parameters: ZeRO-3 (false: ZeRO-2). Parameters must be contiguous, of one dtype
+  // (f32, or bf16 with f32 gradients), each the only user of its storage. Installs gradient hooks
+  // on the trainable parameters.
   ShardedParameters(std::shared_ptr<Communicator> comm, std::vector<NamedParameter> params,
                     std::vector<int> unit_of, int num_units, bool shard_parameters);
   ~ShardedParameters();  // removes the hooks
@@ -117,6 +123,7 @@ class ShardedParameters {
   int num_units_;
   bool shard_parameters_;
   std::vector<int> owners_;
+  DType grad_dtype_ = DType::kF32;    // GradDType of the parameters' dtype
   std::vector<Layout> param_layout_;  // ZeRO-3: all parameters; ZeRO-2: trainable ones
   std::vector<int> grad_unit_of_;     // per parameter: its gradient unit (see the constructor)
   std::vector<Layout> grad_layout_;   // per gradient unit: its trainable parameters
