@@ -1,38 +1,38 @@
 #!/usr/bin/env bash
 # The fine-tuning demonstration on CPU (docs/finetuning.md, "Demonstration"), end to end:
 #   1. KJV text WITH verse numbers (scripts/get_kjv.sh --verse-numbers) and its own tokenizer, so
-#      the base knows the digits PassKey keys are made of (data/kjv_numbered),
-#   2. pretrain the tiny model with full attention (configs/experiments/kjv_tiny_full.yaml), then
-#      probe its in-context copying (configs/eval/copy_probe.yaml),
-#   3. convert it: `fam export` (HF Llama names) + `fam import --attention fam` (FAM prompt
-#      initialised from token embeddings) and `--attention bswa` (the baseline, same weights),
-#   4. two synthetic PassKey instruction sets (scripts/make_passkey_instructions.py +
-#      `fam prepare-instructions`): "short" (no filler or one sentence group: the key a few dozen
-#      tokens back) and "mixed" (60% with 31-248 filler tokens, 40% with 300-700 and the key in
-#      the first half: 150 to 700 tokens back, up to beyond BSWA's 512-token reach),
+#      the base knows the digits PassKey keys are made of (data/kjv_numbered); then the
+#      pretraining mix: KJV passages + PassKey documents (scripts/make_kjv_passkey_mix.py,
+#      data/kjv_passkey_mix), which give the tiny base the in-window retrieval a real LLM has,
+#   2. pretrain the tiny model with full attention (configs/experiments/kjv_passkey_full.yaml),
+#      then probe its in-context copying (configs/eval/copy_probe.yaml),
+#   3. convert it: `fam export` (HF Llama names) + `fam import --attention fam` (blocks of 64, no
+#      memory segment, 8 FAM rows; prompt initialised from token embeddings) and `--attention
+#      bswa` (the baseline, same weights, blocks of 64 and one memory segment: 512-token reach),
+#   4. a synthetic PassKey instruction set (scripts/make_passkey_instructions.py
+#      --questions-every 2 + `fam prepare-instructions --boundary-slack 512`): the key in the
+#      first quarter of 155-310 filler tokens, asked for after every second filler group and at
+#      the end, one example per 512-token window,
 #   5. PassKey accuracy BEFORE fine-tuning (configs/eval/finetune_demo.yaml), FAM and BSWA,
-#   6. LoRA fine-tuning of both (configs/experiments/finetune_demo_passkey.yaml) in two stages:
-#      "short" from fresh adapters, then "mixed" from the short stage's adapters at half the
-#      learning rate,
+#   6. LoRA fine-tuning of both (configs/experiments/finetune_demo_passkey.yaml),
 #   7. `fam export --merge` of the adapters and PassKey AFTER fine-tuning,
 #   8. a table (also written to <out>/table.md).
 # Every step is skipped when its output exists (training runs resume), so a rerun only redoes what
 # is missing; delete <out> to start over.
 #
 #   scripts/finetune_demo.sh [OUT_DIR]      default runs/finetune_demo
-#   env: FAM_BUILD_DIR (default build), PRETRAIN_STEPS (config's: 400), SHORT_STEPS (300),
-#        MIXED_STEPS (600), SKIP_BSWA_FINETUNE=1 (fine-tune FAM only)
+#   env: FAM_BUILD_DIR (default build), PRETRAIN_STEPS (config's: 800), FINETUNE_STEPS (config's:
+#        400), SKIP_BSWA_FINETUNE=1 (fine-tune FAM only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/finetune_demo}
 BUILD=${FAM_BUILD_DIR:-build}
 FAM="$BUILD/fam"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-SHORT_STEPS=${SHORT_STEPS:-300}
-MIXED_STEPS=${MIXED_STEPS:-600}
 FT_CONFIG=configs/experiments/finetune_demo_passkey.yaml
 SUITE=configs/eval/finetune_demo.yaml
 DATA=data/kjv_numbered
+MIX=data/kjv_passkey_mix
 TOKENIZER=$DATA/tokenizer.model
 
 if [ ! -x "$FAM" ]; then
@@ -52,14 +52,23 @@ if [ ! -f "$DATA/data.json" ]; then
   scripts/get_kjv.sh --verse-numbers "$DATA/kjv.txt"
   "$FAM" prepare-data --input "$DATA/kjv.txt" --out "$DATA" --vocab-size 2048
 fi
+# The pretraining mix, in the same tokenizer: KJV passages and PassKey documents, every token
+# trained on (without them the tiny base finds no key even inside its window; docs/finetuning.md).
+if [ ! -f "$MIX/data.json" ]; then
+  log "pretraining mix: KJV + PassKey documents"
+  python3 scripts/make_kjv_passkey_mix.py --kjv "$DATA/kjv.txt" --out "$MIX/mix.jsonl"
+  "$FAM" prepare-instructions --config configs/experiments/kjv_passkey_full.yaml \
+    --tokenizer "$TOKENIZER" --input "$MIX/mix.jsonl" --out "$MIX" --val-fraction 0.01 \
+    --repeat-tokens 0
+fi
 
 # 2. Pretrain with full attention (resumes; a finished run returns at once).
-log "pretrain kjv_tiny_full"
+log "pretrain kjv_passkey_full"
 PRETRAIN_SET=()
 if [ -n "${PRETRAIN_STEPS:-}" ]; then PRETRAIN_SET=(--set "trainer.steps=$PRETRAIN_STEPS"); fi
-"$FAM" train --config configs/experiments/kjv_tiny_full.yaml --set "run_dir=$OUT" \
+"$FAM" train --config configs/experiments/kjv_passkey_full.yaml --set "run_dir=$OUT" \
   "${PRETRAIN_SET[@]}"
-FULL_RUN="$OUT/kjv_tiny_full"
+FULL_RUN="$OUT/kjv_passkey_full"
 FULL_CKPT="$FULL_RUN/checkpoints/$(cat "$FULL_RUN/checkpoints/latest")"
 echo "pretrain: $((SECONDS / 60)) min so far"
 
@@ -82,34 +91,30 @@ print(f"copy probe: loss {loss['repeat']:.3f} on repeated spans, {loss['random']
       f"ones ({'copies' if loss['repeat'] < loss['random'] - 0.5 else 'NO in-context copying'})")
 EOF
 
-# 3. Convert: export in HF Llama names, import as FAM and as BSWA (block 64, 1 memory segment).
+# 3. Convert: export in HF Llama names, import as FAM (block 64, no memory segment, 8 FAM rows)
+# and as BSWA (block 64, one memory segment).
 if [ ! -f "$OUT/base_bswa/model.safetensors" ]; then
   log "convert $FULL_CKPT"
   mkdir -p "$OUT/hf"
   "$FAM" export --checkpoint "$FULL_CKPT" --out "$OUT/hf/model.safetensors" \
     --hf-config "$OUT/hf/config.json"
   "$FAM" import --hf "$OUT/hf" --out "$OUT/base_fam" --attention fam --block-size 64 \
-    --memory-segments 1 --fam-length 8
+    --memory-segments 0 --fam-length 8
   "$FAM" import --hf "$OUT/hf" --out "$OUT/base_bswa" --attention bswa --block-size 64 \
     --memory-segments 1
 fi
 
-# 4. Synthetic PassKey instructions, one-digit keys (as the suite's passkey.key_digits).
-instructions() {  # instructions NAME EXAMPLES SEED GENERATOR_ARGS...
-  local name=$1 examples=$2 seed=$3
-  shift 3
-  if [ ! -f "$OUT/$name/data.json" ]; then
-    log "PassKey instruction set $name ($examples examples)"
-    mkdir -p "$OUT/$name"
-    python3 scripts/make_passkey_instructions.py --out "$OUT/$name/passkey.jsonl" \
-      --examples "$examples" --key-digits 1 --seed "$seed" "$@"
-    "$FAM" prepare-instructions --config "$FT_CONFIG" --tokenizer "$TOKENIZER" \
-      --input "$OUT/$name/passkey.jsonl" --out "$OUT/$name" --val-fraction 0.01
-  fi
-}
-instructions passkey_short 24000 3 --min-tokens 0 --max-tokens 31
-instructions passkey_mixed 12000 4 --min-tokens 31 --max-tokens 248 --long-fraction 0.4 \
-  --long-min-tokens 300 --long-max-tokens 700 --long-max-depth 0.5
+# 4. Synthetic PassKey instructions, one-digit keys (as the suite's passkey.key_digits), one
+# example per window (--boundary-slack = seq_len), several questions per example.
+if [ ! -f "$OUT/passkey_recall/data.json" ]; then
+  log "PassKey instruction set passkey_recall"
+  python3 scripts/make_passkey_instructions.py --out "$OUT/passkey_recall/passkey.jsonl" \
+    --examples 8000 --key-digits 1 --seed 31 --min-tokens 155 --max-tokens 310 \
+    --max-depth 0.25 --questions-every 2
+  "$FAM" prepare-instructions --config "$FT_CONFIG" --tokenizer "$TOKENIZER" \
+    --input "$OUT/passkey_recall/passkey.jsonl" --out "$OUT/passkey_recall" --val-fraction 0.01 \
+    --boundary-slack 512 --repeat-tokens 0
+fi
 
 evaluate() {  # evaluate NAME MODEL_YAML WEIGHTS
   if [ ! -f "$OUT/eval/$1.json" ]; then
@@ -119,27 +124,30 @@ evaluate() {  # evaluate NAME MODEL_YAML WEIGHTS
   fi
 }
 
-# 5. Before fine-tuning.
+# 5. Before fine-tuning: the full-attention base itself (its in-window retrieval) and the two
+# conversions.
+if [ ! -f "$OUT/eval/full_base.json" ]; then
+  log "eval full_base"
+  "$FAM" eval --checkpoint "$FULL_CKPT" --tokenizer "$TOKENIZER" --val "$DATA/val-*.bin" \
+    --config "$SUITE" --out "$OUT/eval/full_base.json" --no-plots
+fi
 evaluate fam_before "$OUT/base_fam/model.yaml" "$OUT/base_fam/model.safetensors"
 evaluate bswa_before "$OUT/base_bswa/model.yaml" "$OUT/base_bswa/model.safetensors"
 echo "before: $((SECONDS / 60)) min so far"
 
-# 6 + 7. LoRA fine-tuning in two stages, merge, after.
+# 6 + 7. LoRA fine-tuning, merge, after.
 finetune() {  # finetune fam|bswa
   local kind=$1
-  local base=(--set "run_dir=$OUT" --set "finetune.base_weights=$OUT/base_$kind/model.safetensors"
-    --set "data.tokenizer=$TOKENIZER" --set "model.attention.type=$kind")
-  log "LoRA fine-tune $kind, stage short"
-  "$FAM" train --config "$FT_CONFIG" "${base[@]}" --set "name=finetune_demo_${kind}_short" \
-    --set "data.train=$OUT/passkey_short/train-*.bin" \
-    --set "data.val=$OUT/passkey_short/val-*.bin" --set "trainer.steps=$SHORT_STEPS"
   local name="finetune_demo_$kind"
-  log "LoRA fine-tune $kind, stage mixed"
-  "$FAM" train --config "$FT_CONFIG" "${base[@]}" --set "name=$name" \
-    --set "finetune.adapters=$OUT/finetune_demo_${kind}_short/adapters.safetensors" \
-    --set "data.train=$OUT/passkey_mixed/train-*.bin" \
-    --set "data.val=$OUT/passkey_mixed/val-*.bin" --set "trainer.steps=$MIXED_STEPS" \
-    --set optimizer.lr=5e-3
+  local set=(--set "run_dir=$OUT" --set "name=$name"
+    --set "finetune.base_weights=$OUT/base_$kind/model.safetensors" --set "data.tokenizer=$TOKENIZER"
+    --set "data.train=$OUT/passkey_recall/train-*.bin" --set "data.val=$OUT/passkey_recall/val-*.bin")
+  if [ "$kind" = bswa ]; then
+    set+=(--set model.attention.type=bswa --set model.attention.memory_segments=1)
+  fi
+  if [ -n "${FINETUNE_STEPS:-}" ]; then set+=(--set "trainer.steps=$FINETUNE_STEPS"); fi
+  log "LoRA fine-tune $kind"
+  "$FAM" train --config "$FT_CONFIG" "${set[@]}"
   if [ ! -f "$OUT/merged_$kind.safetensors" ] ||
     [ "$OUT/$name/adapters.safetensors" -nt "$OUT/merged_$kind.safetensors" ]; then
     rm -f "$OUT/eval/${kind}_after.json"
@@ -157,7 +165,8 @@ echo "total: $((SECONDS / 60)) min"
 python3 - "$OUT" <<'EOF' | tee "$OUT/table.md"
 import json, os, sys
 out = sys.argv[1]
-rows = [("fam_before", "FAM, converted, before"), ("fam_after", "FAM, LoRA fine-tuned"),
+rows = [("full_base", "full attention (the base)"),
+        ("fam_before", "FAM, converted, before"), ("fam_after", "FAM, LoRA fine-tuned"),
         ("bswa_before", "BSWA, converted, before"), ("bswa_after", "BSWA, LoRA fine-tuned")]
 reports = {k: json.load(open(f"{out}/eval/{k}.json")) for k, _ in rows
            if os.path.exists(f"{out}/eval/{k}.json")}
