@@ -116,23 +116,22 @@ if [ ! -f "$OUT/passkey_recall/data.json" ]; then
     --boundary-slack 512 --repeat-tokens 0
 fi
 
-evaluate() {  # evaluate NAME MODEL_YAML WEIGHTS
-  if [ ! -f "$OUT/eval/$1.json" ]; then
-    log "eval $1"
-    "$FAM" eval --model "$2" --weights "$3" --tokenizer "$TOKENIZER" --val "$DATA/val-*.bin" \
-      --config "$SUITE" --out "$OUT/eval/$1.json" --no-plots
+evaluate() {  # evaluate NAME MODEL_ARGS... (--model Y --weights W, or --checkpoint DIR)
+  local name=$1
+  shift
+  if [ ! -f "$OUT/eval/$name.json" ]; then
+    log "eval $name"
+    "$FAM" eval "$@" --tokenizer "$TOKENIZER" --val "$DATA/val-*.bin" --config "$SUITE" \
+      --out "$OUT/eval/$name.json" --no-plots
   fi
 }
 
 # 5. Before fine-tuning: the full-attention base itself (its in-window retrieval) and the two
 # conversions.
-if [ ! -f "$OUT/eval/full_base.json" ]; then
-  log "eval full_base"
-  "$FAM" eval --checkpoint "$FULL_CKPT" --tokenizer "$TOKENIZER" --val "$DATA/val-*.bin" \
-    --config "$SUITE" --out "$OUT/eval/full_base.json" --no-plots
-fi
-evaluate fam_before "$OUT/base_fam/model.yaml" "$OUT/base_fam/model.safetensors"
-evaluate bswa_before "$OUT/base_bswa/model.yaml" "$OUT/base_bswa/model.safetensors"
+evaluate full_base --checkpoint "$FULL_CKPT"
+evaluate fam_before --model "$OUT/base_fam/model.yaml" --weights "$OUT/base_fam/model.safetensors"
+evaluate bswa_before --model "$OUT/base_bswa/model.yaml" \
+  --weights "$OUT/base_bswa/model.safetensors"
 echo "before: $((SECONDS / 60)) min so far"
 
 # 6 + 7. LoRA fine-tuning, merge, after.
@@ -154,7 +153,8 @@ finetune() {  # finetune fam|bswa
     "$FAM" export --weights "$OUT/base_$kind/model.safetensors" \
       --adapters "$OUT/$name/adapters.safetensors" --merge --out "$OUT/merged_$kind.safetensors"
   fi
-  evaluate "${kind}_after" "$OUT/base_$kind/model.yaml" "$OUT/merged_$kind.safetensors"
+  evaluate "${kind}_after" --model "$OUT/base_$kind/model.yaml" \
+    --weights "$OUT/merged_$kind.safetensors"
 }
 finetune fam
 if [ "${SKIP_BSWA_FINETUNE:-0}" != 1 ]; then finetune bswa; fi

@@ -3,18 +3,20 @@
 // carry it. A BSWA model of the same shape sees one block at most and stays at chance: the
 // independent truth that the FAM model's recall comes through the memory (FAM_SPEC.md §2-§3).
 // Trained from scratch, and by LoRA from a full-attention model (the paper's recipe, §7).
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "framework/autograd/node.h"
-#include "framework/ops/ops.h"
 #include "framework/optim/adamw.h"
 #include "gtest/gtest.h"
 #include "models/fam/lora.h"
 #include "models/fam/model.h"
+#include "trainers/finetune.h"
 
 namespace fam {
 namespace {
@@ -44,22 +46,21 @@ ModelConfig RecallConfig(AttentionType type) {
 
 struct RecallBatch {
   Tensor tokens, targets;
-  std::vector<int64_t> keys;
 };
 
 // The key at a random position of the first two blocks, filler everywhere else; the target after
 // the last token of each of the last four blocks is the key (next-token prediction), every other
 // target ignored: the key is recalled 1-5 blocks after the block that holds it.
 RecallBatch MakeBatch(int64_t batch, std::mt19937_64& rng) {
-  std::vector<int64_t> tokens(batch * kSeq), targets(batch * kSeq, kIgnore), keys(batch);
+  std::vector<int64_t> tokens(batch * kSeq), targets(batch * kSeq, kIgnore);
   for (int64_t b = 0; b < batch; ++b) {
-    keys[b] = 1 + static_cast<int64_t>(rng() % kKeys);
+    const int64_t key = 1 + static_cast<int64_t>(rng() % kKeys);
     for (int64_t t = 0; t < kSeq; ++t)
       tokens[b * kSeq + t] = 1 + kKeys + static_cast<int64_t>(rng() % (kVocab - 1 - kKeys));
-    tokens[b * kSeq + static_cast<int64_t>(rng() % (2 * kBlock))] = keys[b];
-    for (int64_t t = 3 * kBlock - 1; t < kSeq; t += kBlock) targets[b * kSeq + t] = keys[b];
+    tokens[b * kSeq + static_cast<int64_t>(rng() % (2 * kBlock))] = key;
+    for (int64_t t = 3 * kBlock - 1; t < kSeq; t += kBlock) targets[b * kSeq + t] = key;
   }
-  return {Tensor::FromInts(tokens, {batch, kSeq}), Tensor::FromInts(targets, {batch, kSeq}), keys};
+  return {Tensor::FromInts(tokens, {batch, kSeq}), Tensor::FromInts(targets, {batch, kSeq})};
 }
 
 // Fraction of the supervised positions whose arg-max logit is the key.
@@ -136,18 +137,13 @@ TEST(FamMemory, LoraTurnsAFullAttentionModelIntoAFamModelThatRecalls) {
   TrainOnRecall(full, 150, 11);
   const double full_accuracy = HeldOutAccuracy(full);
 
+  // Same weights, another attention; the FAM prompt, absent from the full model, comes from
+  // token embeddings as when `fam train` loads a full-attention base (LoadBaseTensors).
+  std::map<std::string, Tensor> weights;
+  for (auto& [name, t] : full.NamedParameters()) weights[name] = t;
   auto converted = [&](AttentionType type) {
     auto model = std::make_unique<FamModel>(RecallConfig(type));
-    NoGradGuard no_grad;
-    for (auto& [name, t] : model->NamedParameters()) {
-      if (name == "model.fam.embeddings") {
-        Tensor embeddings = full.FindParameter("model.embed_tokens.weight");
-        const int64_t rows = t.shape()[0];
-        ops::CopyInPlace(t, ops::Slice(embeddings, 0, kVocab / 2, kVocab / 2 + rows));
-      } else {
-        ops::CopyInPlace(t, full.FindParameter(name));
-      }
-    }
+    EXPECT_TRUE(LoadBaseTensors(*model, weights, "the full-attention model").ok());
     return model;
   };
   LoraConfig lora;

@@ -45,9 +45,10 @@ void InitFamPromptFromTokens(FamModel& model, std::vector<std::string>* notes) {
                            "token ids ", start, "..", start + rows - 1, " (mod ", vocab, ")"));
 }
 
-// Copies `tensors` (from `source`) into every parameter of `model` (see LoadBaseWeights).
-absl::Status CopyBase(FamModel& model, const std::map<std::string, Tensor>& tensors,
-                      const std::string& source, std::vector<std::string>* notes) {
+}  // namespace
+
+absl::Status LoadBaseTensors(FamModel& model, const std::map<std::string, Tensor>& tensors,
+                             const std::string& source, std::vector<std::string>* notes) {
   const bool has_prompt = model.FindParameter(kFamPrompt).defined();
   std::vector<std::string> missing, misshaped, unexpected;
   bool prompt_missing = false;
@@ -97,6 +98,8 @@ absl::Status CopyBase(FamModel& model, const std::map<std::string, Tensor>& tens
   if (prompt_missing) InitFamPromptFromTokens(model, notes);
   return absl::OkStatus();
 }
+
+namespace {
 
 absl::StatusOr<std::map<std::string, std::string>> LoraMetaFromJson(const nlohmann::json& j,
                                                                     const std::string& source) {
@@ -158,7 +161,7 @@ absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
           "(`fam export --merge`) and use the merged safetensors as finetune.base_weights"));
     }
     Note(notes, absl::StrCat("base weights: checkpoint ", *dir, " (step ", checkpoint->step, ")"));
-    return CopyBase(model, checkpoint->model, *dir, notes);
+    return LoadBaseTensors(model, checkpoint->model, *dir, notes);
   }
   absl::StatusOr<std::unique_ptr<io::SafetensorsFile>> file = io::SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
@@ -169,7 +172,7 @@ absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
     tensors[name] = *t;
   }
   Note(notes, absl::StrCat("base weights: ", path, " (", tensors.size(), " tensors)"));
-  return CopyBase(model, tensors, path, notes);
+  return LoadBaseTensors(model, tensors, path, notes);
 }
 
 absl::StatusOr<std::unique_ptr<FamModel>> BuildModelForRun(const RunConfig& config,

@@ -22,6 +22,7 @@
 // RestoreModelCheckpoint checks its fingerprint against the recorded one before copying anything.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,6 +57,10 @@ absl::StatusOr<std::unique_ptr<FamModel>> BuildModelForRun(
 // unexpected or mis-shaped tensor is an InvalidArgument listing them.
 absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
                              std::vector<std::string>* notes = nullptr);
+// The same from tensors in memory (`source` names them in errors and notes): what
+// LoadBaseWeights does once it has read the file.
+absl::Status LoadBaseTensors(FamModel& model, const std::map<std::string, Tensor>& tensors,
+                             const std::string& source, std::vector<std::string>* notes = nullptr);
 
 // A checkpoint directory (with manifest.json) as it is; a checkpoints directory (with `latest` or
 // step-* directories) or a run directory (with checkpoints/): its newest valid checkpoint.

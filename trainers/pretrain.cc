@@ -999,19 +999,20 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     // Under ZeRO-3 every rank gathers first (a collective): the adapters and the base weights the
     // fingerprint hashes are spread over the ranks.
     GatherFullWeights();
-    // bf16 runs write the f32 master copies; under ZeRO (1, 2 or 3) they are spread over the
-    // ranks with the optimizer state and gathered on rank 0 first (a collective).
+    // bf16 runs write the f32 master copies ("<name>.master" optimizer state); under ZeRO (1, 2
+    // or 3) they are spread over the ranks and gathered on rank 0 first (a collective).
     std::vector<std::pair<std::string, Tensor>> adapters;
     if (rank_ == 0) adapters = LoraTrainableParameters(*model_);
-    if (zero_ && t.precision == DType::kBF16) {
+    if (t.precision == DType::kBF16) {
       std::map<std::string, Tensor> state;
-      for (auto& [name, tensor] : zero_->GatherStateTensors(0)) state[name] = tensor;
+      for (auto& [name, tensor] : zero_ ? zero_->GatherStateTensors(0) : optimizer_->StateTensors())
+        state[name] = tensor;
+      NoGradGuard no_grad;
       for (auto& [name, tensor] : adapters) {
         auto it = state.find(absl::StrCat(name, ".", kMasterSlot));
-        if (it != state.end()) tensor = it->second;
+        tensor = it != state.end() ? it->second : ops::Cast(tensor, DType::kF32);
       }
     }
-    adapters = WithMasterWeights(std::move(adapters), *optimizer_);
     absl::Status saved = absl::OkStatus();
     if (rank_ == 0)
       saved = SaveLoraAdapters(*model_, run_dir_ + "/adapters.safetensors",
