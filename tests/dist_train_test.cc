@@ -13,7 +13,6 @@
 #include <iostream>
 #include <set>
 
-#include "framework/data/token_shard.h"
 #include "framework/io/checkpoint.h"
 #include "framework/io/safetensors.h"
 #include "gtest/gtest.h"
@@ -46,17 +45,7 @@ class DistTrainTest : public ::testing::Test {
     if (mpirun_.empty()) GTEST_SKIP() << "mpirun not found: distributed training tests skipped";
     testing::SetMpirunJobEnv();
     dir_ = testing::FreshTestDir("fam_dist_train_test_");
-    std::vector<int32_t> tokens;
-    uint32_t x = 12345;
-    for (int i = 0; i < 6000; ++i) {
-      x = x * 1103515245u + 12345u;
-      const int sentence = (x >> 16) % 4;
-      for (int j = 0; j < 7; ++j) tokens.push_back(4 + sentence * 8 + j);
-      tokens.push_back(2);
-    }
-    ASSERT_TRUE(data::WriteTokenShard((dir_ / "train-00000.bin").string(), tokens, 64).ok());
-    std::vector<int32_t> val(tokens.begin(), tokens.begin() + 2000);
-    ASSERT_TRUE(data::WriteTokenShard((dir_ / "val-00000.bin").string(), val, 64).ok());
+    testing::WriteSentenceShards(dir_, 2000);
     // FAM with both training tricks, gradient accumulation (4 micro-batches in one process, 2 per
     // rank with two ranks) and tiny buckets (many of them).
     std::ofstream(dir_ / "exp.yaml")
@@ -75,11 +64,13 @@ checkpoint: {interval: 0, keep_last: 2}
     if (!dir_.empty()) fs::remove_all(dir_);
   }
 
-  // `fam train` as `ranks` processes (0: without mpirun) with --set overrides.
-  RunOutput Train(int ranks, const std::string& name, const std::vector<std::string>& sets = {}) {
-    std::string command;
+  // `fam train` as `ranks` processes (0: without mpirun) with --set overrides; `env` (e.g.
+  // "FAM_CUDA_EMULATION=host") goes before the command.
+  RunOutput Train(int ranks, const std::string& name, const std::vector<std::string>& sets = {},
+                  const std::string& env = "") {
+    std::string command = env.empty() ? "" : "env " + env + " ";
     if (ranks > 0) {
-      command = mpirun_ + " -np " + std::to_string(ranks) + " --oversubscribe --bind-to none ";
+      command += mpirun_ + " -np " + std::to_string(ranks) + " --oversubscribe --bind-to none ";
     }
     command +=
         FamBinary() + " train --config " + (dir_ / "exp.yaml").string() + " --set name=" + name;
@@ -449,6 +440,32 @@ TEST_F(DistTrainTest, Bf16TwoRanksMatchOneProcess) {
   ASSERT_EQ(straight.optimizer.size(), halves.optimizer.size());
   for (auto& [name, t] : straight.optimizer)
     EXPECT_TRUE(testing::SameBits(t, halves.optimizer.at(name))) << name;
+}
+
+// Two ranks on CUDA devices emulated on the host (FAM_CUDA_EMULATION=host: the CPU kernels on
+// host memory labelled cuda:0 and cuda:1): the device paths of the gradient reducer, the ZeRO
+// shards and checkpointing reproduce the same job on the CPU bit for bit.
+TEST_F(DistTrainTest, TwoRanksOnEmulatedDevicesMatchTheCpu) {
+  const std::vector<std::vector<std::string>> variants = {
+      {"distributed.zero=none"}, {"distributed.zero=zero3", "trainer.precision=bf16"}};
+  for (size_t v = 0; v < variants.size(); ++v) {
+    SCOPED_TRACE(variants[v][0]);
+    const std::string cpu = "emu_cpu" + std::to_string(v), dev = "emu_dev" + std::to_string(v);
+    std::vector<std::string> on_device = variants[v];
+    on_device.push_back("trainer.device=cuda");
+    RunOutput a = Train(2, cpu, variants[v]);
+    RunOutput b = Train(2, dev, on_device, "FAM_CUDA_EMULATION=host");
+    ASSERT_EQ(a.exit_code, 0) << a.output;
+    ASSERT_EQ(b.exit_code, 0) << b.output;
+    EXPECT_NE(b.output.find("on cuda:0 (emulated on the host"), std::string::npos) << b.output;
+    ExpectSameLosses(cpu, dev, 0.0);
+    io::LoadedCheckpoint ca = Final(cpu), cb = Final(dev);
+    ASSERT_EQ(ca.model.size(), cb.model.size());
+    for (auto& [name, t] : ca.model) EXPECT_TRUE(testing::SameBits(t, cb.model.at(name))) << name;
+    ASSERT_EQ(ca.optimizer.size(), cb.optimizer.size());
+    for (auto& [name, t] : ca.optimizer)
+      EXPECT_TRUE(testing::SameBits(t, cb.optimizer.at(name))) << name;
+  }
 }
 
 // LoRA fine-tuning in bf16 under ZeRO-3 on 2 ranks: the same losses as one process within bf16's

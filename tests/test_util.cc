@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "framework/data/token_shard.h"
 #include "framework/optim/adafactor.h"
 #include "framework/optim/adamw.h"
 
@@ -26,6 +27,20 @@ std::string Slurp(const fs::path& path) {
 void Spit(const fs::path& path, const std::string& text) {
   fs::create_directories(path.parent_path());
   std::ofstream(path, std::ios::binary) << text;
+}
+
+void WriteSentenceShards(const fs::path& dir, size_t val_tokens) {
+  std::vector<int32_t> tokens;
+  uint32_t x = 12345;
+  for (int i = 0; i < 6000; ++i) {
+    x = x * 1103515245u + 12345u;
+    const int sentence = (x >> 16) % 4;
+    for (int j = 0; j < 7; ++j) tokens.push_back(4 + sentence * 8 + j);
+    tokens.push_back(2);
+  }
+  ASSERT_TRUE(data::WriteTokenShard((dir / "train-00000.bin").string(), tokens, 64).ok());
+  std::vector<int32_t> val(tokens.begin(), tokens.begin() + static_cast<int64_t>(val_tokens));
+  ASSERT_TRUE(data::WriteTokenShard((dir / "val-00000.bin").string(), val, 64).ok());
 }
 
 std::string FindMpirun() {

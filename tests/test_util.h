@@ -60,6 +60,10 @@ double MaxLossDifference(const std::vector<std::pair<int64_t, double>>& a,
 // one master per trained tensor (which proves the parameters were bf16), none for anything else.
 void ExpectMastersSaved(const io::LoadedCheckpoint& c);
 
+// Token shards of a learnable stream (6000 short "sentences" of 4 kinds, vocab 64):
+// dir/train-00000.bin with all of it and dir/val-00000.bin with its first `val_tokens` tokens.
+void WriteSentenceShards(const std::filesystem::path& dir, size_t val_tokens);
+
 // The model: block of a small FAM model that learns within a few steps (GQA, tied embeddings,
 // both training tricks); trainer_test and dist_train_test train it.
 inline constexpr char kLearningModelYaml[] = R"(model:

@@ -30,18 +30,7 @@ class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = testing::FreshTestDir("fam_trainer_test_");
-    // A learnable stream: a few repeated "sentences" with a little noise.
-    std::vector<int32_t> tokens;
-    uint32_t x = 12345;
-    for (int i = 0; i < 6000; ++i) {
-      x = x * 1103515245u + 12345u;
-      int sentence = (x >> 16) % 4;
-      for (int j = 0; j < 7; ++j) tokens.push_back(4 + sentence * 8 + j);
-      tokens.push_back(2);
-    }
-    ASSERT_TRUE(data::WriteTokenShard((dir_ / "train-00000.bin").string(), tokens, 64).ok());
-    std::vector<int32_t> val(tokens.begin(), tokens.begin() + 600);
-    ASSERT_TRUE(data::WriteTokenShard((dir_ / "val-00000.bin").string(), val, 64).ok());
+    testing::WriteSentenceShards(dir_, 600);  // a learnable stream of repeated "sentences"
   }
   void TearDown() override { fs::remove_all(dir_); }
 

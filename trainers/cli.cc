@@ -1,6 +1,7 @@
 #include "trainers/cli.h"
 
 #include <cstdlib>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -76,6 +77,16 @@ absl::StatusOr<double> Args::GetDouble(const std::string& name, double fallback)
     return absl::InvalidArgumentError(
         absl::StrCat("fam ", command_, ": --", name, " expects a number, got \"", Get(name), "\""));
   return v;
+}
+
+absl::StatusOr<Device> Args::GetDevice(const std::string& name, Device fallback) const {
+  if (!Has(name)) return fallback;
+  std::optional<Device> device = Device::Parse(Get(name));
+  if (!device)
+    return absl::InvalidArgumentError(absl::StrCat("fam ", command_, ": --", name,
+                                                   " expects cpu, cuda or cuda:N, got \"",
+                                                   Get(name), "\""));
+  return *device;
 }
 
 bool Args::GetBool(const std::string& name) const {

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "framework/core/device.h"
 
 namespace fam::cli {
 
@@ -29,6 +30,8 @@ class Args {
   std::vector<std::string> GetAll(const std::string& name) const;
   absl::StatusOr<int64_t> GetInt(const std::string& name, int64_t fallback) const;
   absl::StatusOr<double> GetDouble(const std::string& name, double fallback) const;
+  // cpu, cuda or cuda:N (Device::Parse); the fallback when the flag is absent.
+  absl::StatusOr<Device> GetDevice(const std::string& name, Device fallback) const;
   bool GetBool(const std::string& name) const;
   // An error unless every listed flag is present.
   absl::Status Require(const std::vector<std::string>& names) const;

@@ -24,7 +24,8 @@ Command EvalCommand() {
       {"val", "validation shards, path or glob (default: the run's data.val)"},
       {"config", "eval suite YAML (configs/eval/); default: the built-in default suite"},
       {"out", "report JSON (default: <run>/eval/<checkpoint>.json); .md and plots next to it"},
-      {"no-plots", "do not write PNG plots", /*is_bool=*/true}};
+      {"no-plots", "do not write PNG plots", /*is_bool=*/true},
+      {"device", "where the model runs: cpu (default), cuda or cuda:N"}};
   c.run = [](const cli::Args& args) -> absl::Status {
     eval::EvalRequest request;
     request.source.checkpoint = args.Get("checkpoint");
@@ -33,6 +34,9 @@ Command EvalCommand() {
     request.source.weights = args.Get("weights");
     request.source.tokenizer = args.Get("tokenizer");
     request.source.val = args.Get("val");
+    absl::StatusOr<Device> device = args.GetDevice("device", Device::CPU());
+    if (!device.ok()) return device.status();
+    request.source.device = *device;
     request.suite = args.Get("config");
     request.out = args.Get("out");
     request.plots = !args.GetBool("no-plots");

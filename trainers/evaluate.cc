@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "framework/autograd/node.h"
+#include "framework/backends/registry.h"
 #include "framework/core/error.h"
 #include "framework/core/rng.h"
 #include "framework/data/loader.h"
@@ -249,7 +250,7 @@ double SumCrossEntropy(const FamModel& model, const Tensor& inputs, const Tensor
   fo.compute_logits = false;
   Tensor hidden = model.Forward(inputs, fo).hidden;
   Tensor losses = ops::LinearCrossEntropy(ops::Reshape(hidden, {-1, hidden.size(-1)}),
-                                          model.lm_head_weight(), ops::Reshape(targets, {-1}),
+                                          model.lm_head_weight(), model.OnDevice(ops::Reshape(targets, {-1})),
                                           Tensor(), 2048);
   double sum = 0;
   for (double x : losses.ToDoubles()) sum += x;
@@ -304,7 +305,7 @@ PerplexityResult StreamingPerplexity(const FamModel& model, const std::vector<in
     std::vector<int64_t> target(tokens.begin() + begin + 1, tokens.begin() + begin + len + 1);
     Tensor logits = model.ForwardStreaming(Tensor::FromInts(in, {1, len}), state);
     Tensor losses = ops::CrossEntropy(ops::Reshape(logits, {len, logits.size(-1)}),
-                                      Tensor::FromInts(target, {len}));
+                                      model.OnDevice(Tensor::FromInts(target, {len})));
     for (double x : losses.ToDoubles()) total += x;
   }
   PerplexityResult r;
@@ -738,6 +739,14 @@ absl::StatusOr<LoadedModel> LoadModelForEval(const ModelSource& source) {
     if (!s.ok()) return s;
     if (absl::Status w = LoadModelWeights(*out.model, source.weights); !w.ok()) return w;
     out.checkpoint = source.weights;
+  }
+  if (!source.device.is_cpu()) {
+    std::string why;
+    if (!DeviceAvailable(source.device, &why))
+      return absl::FailedPreconditionError(
+          absl::StrCat("--device ", source.device.ToString(), ": unavailable: ", why));
+    absl::Status moved = CatchToStatus([&] { out.model->To(source.device); });
+    if (!moved.ok()) return moved;
   }
   out.tokenizer = !source.tokenizer.empty() ? source.tokenizer
                   : out.run                 ? out.run->data.tokenizer

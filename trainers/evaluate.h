@@ -251,6 +251,7 @@ struct ModelSource {
   std::string weights;  // safetensors
   std::string tokenizer;
   std::string val;
+  Device device = Device::CPU();  // where the model runs (loaded on the host, then moved there)
 };
 
 struct LoadedModel {

@@ -34,7 +34,8 @@ Command GenerateCommand() {
       {"top-p", "nucleus sampling mass in (0, 1] (default 0.95)"},
       {"seed", "seed of the sampling stream (default 0)"},
       {"ignore-eos", "keep generating after the end-of-document token", /*is_bool=*/true},
-      {"no-echo", "print only the generated text, not the prompt", /*is_bool=*/true}};
+      {"no-echo", "print only the generated text, not the prompt", /*is_bool=*/true},
+      {"device", "where the model runs: cpu (default), cuda or cuda:N"}};
   c.run = [](const cli::Args& args) -> absl::Status {
     absl::StatusOr<int64_t> max_new = args.GetInt("max-new-tokens", 64);
     if (!max_new.ok()) return max_new.status();
@@ -60,6 +61,9 @@ Command GenerateCommand() {
     source.model = args.Get("model");
     source.weights = args.Get("weights");
     source.tokenizer = args.Get("tokenizer");
+    absl::StatusOr<Device> device = args.GetDevice("device", Device::CPU());
+    if (!device.ok()) return device.status();
+    source.device = *device;
     absl::StatusOr<eval::LoadedModel> lm = eval::LoadModelForEval(source);
     if (!lm.ok()) return lm.status();
     if (lm->tokenizer.empty())

@@ -357,6 +357,13 @@ absl::Status Trainer::SetupRun() {
   absl::StatusOr<std::unique_ptr<FamModel>> model = BuildModelForRun(config_, &notes);
   if (!model.ok()) return model.status();
   model_ = std::move(*model);
+  // Built, initialised or loaded (and given its adapters) on the host, then moved to this rank's
+  // device: the communicator's (cuda:local_rank under NCCL).
+  if (t.device != DeviceType::kCPU) {
+    absl::Status moved = CatchToStatus([&] { model_->To(comm_->device()); });
+    if (!moved.ok()) return moved;
+  }
+  result_.device = model_->device();
   if (rank_ == 0)
     for (const std::string& note : notes) std::cout << note << "\n";
   params_ = TrainableParameters(*model_, config_.optimizer);
@@ -574,7 +581,7 @@ absl::Status Trainer::MaybeResume() {
     if (it == ckpt->extra.end()) break;
     // In the run's precision (a checkpoint of a run with another trainer.precision is converted).
     const DType dtype = config_.trainer.precision;
-    Tensor state = ops::Clone(it->second);
+    Tensor state = model_->OnDevice(ops::Clone(it->second));
     if (state.dtype() != dtype) state = ops::Cast(state, dtype);
     kept_state_.push_back(state);
   }
@@ -883,9 +890,11 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     return s;
   const TrainerConfig& t = config_.trainer;
   std::cout << absl::StrFormat(
-      "run %s: %s, %d parameters, %d train windows of %d tokens, %d steps x %d sequences\n",
+      "run %s: %s, %d parameters, %d train windows of %d tokens, %d steps x %d sequences, on "
+      "%s%s\n",
       run_dir_, AttentionTypeName(config_.model.attention.type), model_->ParameterCount(),
-      train_.NumWindows(), t.seq_len, t.steps, t.global_batch);
+      train_.NumWindows(), t.seq_len, t.steps, t.global_batch, GetBackend(model_->device()).name(),
+      world_ > 1 ? absl::StrCat(" (rank 0 of ", world_, ", ", comm_->backend_name(), ")") : "");
   g_stop_signal.store(0);
   auto previous_term = std::signal(SIGTERM, OnStopSignal);
   auto previous_int = std::signal(SIGINT, OnStopSignal);

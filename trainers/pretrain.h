@@ -26,6 +26,7 @@ struct TrainResult {
   std::string run_dir, last_checkpoint;
   bool interrupted = false;      // stopped by SIGTERM/SIGINT after saving a checkpoint
   int rank = 0, world_size = 1;  // this process in a data-parallel job
+  Device device = Device::CPU();  // where this rank's model ran
 };
 
 absl::StatusOr<TrainResult> RunTraining(const RunConfig& config);

@@ -2,9 +2,12 @@
 
 #include <memory>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "framework/backends/cpu/cpu_backend.h"
 #include "framework/backends/cuda/cuda_probe.h"
+#include "framework/backends/emulation/host_emulation_backend.h"
 #ifdef FAM_HAVE_CUDA_BACKEND
 #include <vector>
 
@@ -16,6 +19,9 @@ namespace {
 
 struct Registry {
   std::unique_ptr<Backend> cpu = MakeCpuBackend();
+  // FAM_CUDA_EMULATION=host: cuda:N devices served by the CPU kernels on host memory.
+  std::mutex emulated_mu;
+  std::vector<std::unique_ptr<Backend>> emulated;
 #ifdef FAM_HAVE_CUDA_BACKEND
   // One backend per CUDA device, created on first use. Never destroyed: storages released during
   // static destruction still reach their backend, and the CUDA runtime may already be unloading.
@@ -33,6 +39,13 @@ Registry& TheRegistry() {
 
 bool DeviceAvailable(Device device, std::string* why) {
   if (device.type == DeviceType::kCPU) return true;
+  if (CudaEmulationEnabled()) {
+    if (device.index >= 0 && device.index < kEmulatedCudaDevices) return true;
+    if (why)
+      *why = "FAM_CUDA_EMULATION=host provides cuda:0 to cuda:" +
+             std::to_string(kEmulatedCudaDevices - 1) + " only";
+    return false;
+  }
   std::string reason = CudaUnavailableReason(device.index);
 #ifdef FAM_HAVE_CUDA_BACKEND
   if (reason.empty()) return true;
@@ -48,6 +61,14 @@ bool DeviceAvailable(Device device, std::string* why) {
 Backend& GetBackend(Device device) {
   if (device.type == DeviceType::kCPU) return *TheRegistry().cpu;
   std::string reason;
+  if (CudaEmulationEnabled() && DeviceAvailable(device, &reason)) {
+    Registry& registry = TheRegistry();
+    std::lock_guard<std::mutex> lock(registry.emulated_mu);
+    if (registry.emulated.empty()) registry.emulated.resize(kEmulatedCudaDevices);
+    std::unique_ptr<Backend>& backend = registry.emulated[static_cast<size_t>(device.index)];
+    if (backend == nullptr) backend = MakeHostEmulatedCudaBackend(device.index);
+    return *backend;
+  }
 #ifdef FAM_HAVE_CUDA_BACKEND
   if (DeviceAvailable(device, &reason)) {
     Registry& registry = TheRegistry();

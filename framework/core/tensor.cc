@@ -95,10 +95,19 @@ void* Tensor::raw_data() const {
   return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(DTypeSize(dtype()));
 }
 
+namespace {
+
+// A CPU tensor with t's values: t itself, or a copy from its device (synchronising).
+Tensor HostView(const Tensor& t) {
+  return t.device().is_cpu() ? t : ops::To(t.detach(), Device::CPU());
+}
+
+}  // namespace
+
 std::vector<double> Tensor::ToDoubles() const {
-  FAM_CHECK(device().is_cpu(), "ToDoubles() needs a CPU tensor, got ", Describe());
+  const Tensor host = HostView(*this);
   Tensor t = Tensor::Empty(shape(), DType::kF64);
-  GetBackend(device()).Copy(*this, t);
+  GetBackend(Device::CPU()).Copy(host, t);
   const double* p = t.data<double>();
   return std::vector<double>(p, p + numel());
 }
@@ -109,9 +118,9 @@ std::vector<float> Tensor::ToFloats() const {
 }
 
 std::vector<int64_t> Tensor::ToInts() const {
-  FAM_CHECK(device().is_cpu(), "ToInts() needs a CPU tensor, got ", Describe());
+  const Tensor host = HostView(*this);
   Tensor t = Tensor::Empty(shape(), DType::kI64);
-  GetBackend(device()).Copy(*this, t);
+  GetBackend(Device::CPU()).Copy(host, t);
   const int64_t* p = t.data<int64_t>();
   return std::vector<int64_t>(p, p + numel());
 }

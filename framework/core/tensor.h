@@ -79,16 +79,20 @@ class Tensor {
   size_t nbytes() const { return static_cast<size_t>(numel()) * DTypeSize(dtype()); }
   std::string Describe() const;  // "f32[2, 3] on cpu"
 
-  // Pointer to the first element (at offset). Checks the element type.
+  // Host pointer to the first element (at offset). Checks the element type and that the tensor is
+  // in host memory (device memory goes through ops::To or a backend).
   template <typename T>
   T* data() const {
     FAM_CHECK(DTypeOf<T>::value == dtype(), "tensor of dtype ", DTypeName(dtype()),
               " accessed as ", DTypeName(DTypeOf<T>::value));
+    FAM_CHECK(device().is_cpu(), "host access to ", Describe(), ": copy it to the CPU first");
     return static_cast<T*>(raw_data());
   }
+  // Pointer to the first element on the tensor's own device (for backends and copies).
   void* raw_data() const;
 
-  // Host read-out (any dtype, any layout, CPU only): values as double / float.
+  // Host read-out (any dtype, layout and device; a device tensor is copied to the host first,
+  // which waits for its work): values as double / float / int64.
   std::vector<double> ToDoubles() const;
   std::vector<float> ToFloats() const;
   std::vector<int64_t> ToInts() const;

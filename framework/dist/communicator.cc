@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "framework/autograd/node.h"
+#include "framework/backends/emulation/host_emulation_backend.h"
 #include "framework/dist/env.h"
 #include "framework/dist/mpi_communicator.h"
 #include "framework/dist/nccl_communicator.h"
@@ -144,13 +145,19 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateCommunicator(const CommOptio
   absl::StatusOr<DistEnv> env = DiscoverEnv();
   if (!env.ok()) return env.status();
   Backend backend = options.backend;
-  if (backend == Backend::kAuto) backend = options.device.is_cpu() ? Backend::kMpi : Backend::kNccl;
+  // Emulated CUDA devices (FAM_CUDA_EMULATION=host) hold host memory, which MPI carries.
+  const bool emulated = !options.device.is_cpu() && CudaEmulationEnabled();
+  if (emulated && backend == Backend::kNccl)
+    return absl::InvalidArgumentError(
+        "distributed.backend nccl needs real GPUs; under FAM_CUDA_EMULATION=host use auto or mpi");
+  if (backend == Backend::kAuto)
+    backend = options.device.is_cpu() || emulated ? Backend::kMpi : Backend::kNccl;
   if (backend == Backend::kNccl && options.device.is_cpu()) {
     return absl::InvalidArgumentError(
         "distributed.backend nccl moves CUDA tensors, but the model runs on the CPU "
         "(trainer.device: cpu); use mpi (or auto)");
   }
-  if (backend == Backend::kMpi && !options.device.is_cpu()) {
+  if (backend == Backend::kMpi && !options.device.is_cpu() && !emulated) {
     return absl::InvalidArgumentError(
         absl::StrCat("distributed.backend mpi moves CPU tensors, but the model runs on ",
                      options.device.ToString(), "; use nccl (or auto)"));
@@ -160,7 +167,12 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateCommunicator(const CommOptio
         absl::StrCat("distributed.timeout_s = ", options.timeout_s, " must be > 0"));
   }
   if (env->world_size == 1) return MakeLocalCommunicator(options.device);
-  if (backend == Backend::kMpi) return CreateMpiCommunicator(*env, options.timeout_s);
+  if (backend == Backend::kMpi) {
+    // One device per rank on a node, as NCCL picks them.
+    const Device device = emulated ? Device::CUDA(env->local_rank % kEmulatedCudaDevices)
+                                   : Device::CPU();
+    return CreateMpiCommunicator(*env, options.timeout_s, device);
+  }
   return CreateNcclCommunicator(*env, options.device, options.timeout_s);
 }
 

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "framework/backends/emulation/host_emulation_backend.h"
 #include "framework/core/error.h"
 
 #ifdef FAM_HAVE_MPI
@@ -26,7 +27,8 @@ namespace fam::dist {
 
 #ifndef FAM_HAVE_MPI
 
-absl::StatusOr<std::shared_ptr<Communicator>> CreateMpiCommunicator(const DistEnv& env, double) {
+absl::StatusOr<std::shared_ptr<Communicator>> CreateMpiCommunicator(const DistEnv& env, double,
+                                                                    Device) {
   return absl::UnimplementedError(absl::StrCat(
       "this process is rank ", env.rank, " of ", env.world_size, " (launcher ", env.launcher,
       "), but famtrain was built without MPI (no MPI found at configure time)"));
@@ -173,8 +175,8 @@ constexpr int64_t kChunk = int64_t{1} << 30;
 
 class MpiCommunicator : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm comm, int rank, int world, double timeout_s)
-      : comm_(comm), rank_(rank), world_(world) {
+  MpiCommunicator(MPI_Comm comm, int rank, int world, double timeout_s, Device device)
+      : comm_(comm), rank_(rank), world_(world), device_(device) {
     const std::string who = absl::StrCat("rank ", rank, " of ", world, " (mpi)");
     worker_ = std::make_unique<CommWorker>(who, timeout_s, [](const std::string& message) {
       std::cerr << "\nfam: " << message << std::endl;
@@ -190,7 +192,7 @@ class MpiCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   std::string backend_name() const override { return "mpi"; }
-  Device device() const override { return Device::CPU(); }
+  Device device() const override { return device_; }
 
   Work AllReduce(const Tensor& t, ReduceOp op) override {
     CheckTensor("all_reduce", t);
@@ -315,6 +317,7 @@ class MpiCommunicator : public Communicator {
 
   MPI_Comm comm_;
   int rank_, world_;
+  Device device_;
   std::unique_ptr<CommWorker> worker_;
 };
 
@@ -360,7 +363,10 @@ absl::Status EnsureMpiInitialized(const DistEnv& env) {
 }
 
 absl::StatusOr<std::shared_ptr<Communicator>> CreateMpiCommunicator(const DistEnv& env,
-                                                                    double timeout_s) {
+                                                                    double timeout_s,
+                                                                    Device device) {
+  FAM_CHECK(device.is_cpu() || CudaEmulationEnabled(), "mpi communicator: ", device.ToString(),
+            " memory is not host memory (use nccl)");
   if (absl::Status s = EnsureMpiInitialized(env); !s.ok()) return s;
   MPI_Comm comm = MPI_COMM_NULL;
   MPI_Request req = MPI_REQUEST_NULL;
@@ -380,7 +386,7 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateMpiCommunicator(const DistEn
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
   }
   return std::shared_ptr<Communicator>(
-      std::make_shared<MpiCommunicator>(comm, env.rank, env.world_size, timeout_s));
+      std::make_shared<MpiCommunicator>(comm, env.rank, env.world_size, timeout_s, device));
 }
 
 absl::Status MpiBroadcastBytes(void* data, size_t nbytes, int root, double timeout_s) {

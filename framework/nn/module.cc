@@ -51,6 +51,19 @@ void Module::ZeroGrad() {
   for (auto& [name, t] : NamedParameters()) t.zero_grad();
 }
 
+void Module::To(Device device) {
+  NoGradGuard no_grad;
+  for (auto& [name, t] : NamedParameters()) {
+    if (t.device() == device) continue;
+    Tensor moved = ops::To(t.detach(), device);
+    TensorImpl& impl = t.impl();
+    impl.storage = moved.storage();
+    impl.strides = moved.strides();
+    impl.offset = moved.offset();
+    impl.grad.reset();
+  }
+}
+
 std::vector<std::pair<std::string, Module*>> Module::NamedModules(const std::string& prefix) {
   std::vector<std::pair<std::string, Module*>> out;
   for (auto& [name, child] : children_) {

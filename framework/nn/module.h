@@ -30,6 +30,10 @@ class Module {
   // The parameter with this dotted name, or an undefined tensor.
   Tensor FindParameter(const std::string& name) const;
   void ZeroGrad();
+  // Moves every parameter to `device` in place: each parameter keeps its tensor object (so handles
+  // held by layers, optimizers and LoRA stay valid) and gets a contiguous copy of its data there.
+  // Gradients are dropped. A no-op for parameters already there.
+  void To(Device device);
   // All descendant modules (not this one) with dotted names, depth-first in registration order.
   std::vector<std::pair<std::string, Module*>> NamedModules(const std::string& prefix = "");
   std::vector<std::pair<std::string, const Module*>> NamedModules(

@@ -84,6 +84,10 @@ void AddInPlace(const Tensor& dst, const Tensor& src, double alpha) {
 void CopyInPlace(const Tensor& dst, const Tensor& src) {
   FAM_CHECK(dst.shape() == src.shape(), "copy: shapes ", ShapeString(dst.shape()), " and ",
             ShapeString(src.shape()));
+  if (src.device() != dst.device()) {
+    GetBackend(dst.device()).Copy(To(src.detach(), dst.device()), dst);
+    return;
+  }
   BackendFor("copy", {dst, src}).Copy(src, dst);
 }
 

@@ -22,7 +22,7 @@ Tensor Contiguous(const Tensor& x);         // x itself when already contiguous
 Tensor To(const Tensor& x, Device device);  // copy to another device, differentiable
 // In-place helpers for optimizers and gradient accumulation (never recorded by autograd).
 void AddInPlace(const Tensor& dst, const Tensor& src, double alpha = 1.0);
-void CopyInPlace(const Tensor& dst, const Tensor& src);
+void CopyInPlace(const Tensor& dst, const Tensor& src);  // any devices; converts the dtype
 void FillInPlace(const Tensor& dst, double value);
 
 // ---- views (view.cc): share storage, no copy ----

@@ -76,6 +76,13 @@ FamModel::FamModel(const ModelConfig& config, DType dtype) : config_(config) {
     lm_head_ = RegisterModule("lm_head", std::make_unique<nn::Linear>(config_.d_model, config_.vocab_size, dtype));
 }
 
+Device FamModel::device() const { return model_->embed_tokens->weight().device(); }
+
+Tensor FamModel::OnDevice(const Tensor& t) const {
+  const Device d = device();
+  return !t.defined() || t.device() == d ? t : ops::To(t, d);
+}
+
 Tensor FamModel::lm_head_weight() const {
   return lm_head_ ? lm_head_->weight() : model_->embed_tokens->weight();
 }
@@ -102,7 +109,7 @@ Tensor FamModel::Positions(int64_t batch, int64_t start, int64_t count,
     const int64_t off = offsets.empty() ? 0 : offsets[b];
     for (int64_t i = 0; i < count; ++i) pos[b * count + i] = start + i + off;
   }
-  return Tensor::FromInts(pos, {batch, count});
+  return OnDevice(Tensor::FromInts(pos, {batch, count}));
 }
 
 Tensor FamModel::StatePositions(int64_t batch, int64_t block_end, bool initial,
@@ -283,7 +290,7 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
   if (has_state && !carried) init_rows = InitialStateRows(batch, offsets, &init_positions);
 
   ForwardResult result;
-  Tensor x = model_->embed_tokens->Forward(tokens);
+  Tensor x = model_->embed_tokens->Forward(OnDevice(tokens));
   Tensor token_positions = Positions(batch, 0, seq, offsets);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     Tensor s;
@@ -329,7 +336,8 @@ Tensor FamModel::Loss(const Tensor& logits, const Tensor& targets, const Tensor&
   const int64_t v = logits.size(-1);
   Tensor flat_targets = ops::Reshape(targets, {-1});
   Tensor flat_weights = weights.defined() ? ops::Reshape(weights, {-1}) : Tensor();
-  Tensor losses = ops::CrossEntropy(ops::Reshape(logits, {-1, v}), flat_targets, flat_weights);
+  Tensor losses = ops::CrossEntropy(ops::Reshape(logits, {-1, v}), OnDevice(flat_targets),
+                                    OnDevice(flat_weights));
   return MeanTokenLoss(losses, flat_targets, flat_weights);
 }
 
@@ -338,8 +346,9 @@ Tensor FamModel::LossFromHidden(const Tensor& hidden, const Tensor& targets, con
   const int64_t d = hidden.size(-1);
   Tensor flat_targets = ops::Reshape(targets, {-1});
   Tensor flat_weights = weights.defined() ? ops::Reshape(weights, {-1}) : Tensor();
-  Tensor losses = ops::LinearCrossEntropy(ops::Reshape(hidden, {-1, d}), lm_head_weight(),
-                                          flat_targets, flat_weights, chunk_tokens);
+  Tensor losses =
+      ops::LinearCrossEntropy(ops::Reshape(hidden, {-1, d}), lm_head_weight(),
+                              OnDevice(flat_targets), OnDevice(flat_weights), chunk_tokens);
   return MeanTokenLoss(losses, flat_targets, flat_weights);
 }
 
@@ -377,7 +386,7 @@ Tensor FamModel::ForwardStreaming(const Tensor& tokens, StreamingState& state) c
     // A piece never crosses a block boundary, so block ends line up with training's blocks.
     const int64_t in_block = windowed ? state.position % block : state.position;
     const int64_t len = windowed ? std::min(n - done, block - in_block) : n - done;
-    Tensor x = model_->embed_tokens->Forward(ops::Slice(tokens, 1, done, done + len));
+    Tensor x = model_->embed_tokens->Forward(OnDevice(ops::Slice(tokens, 1, done, done + len)));
     Tensor positions = Positions(batch, state.position, len, {});
     const int64_t block_start = state.position - in_block;
     const bool completes_block = windowed && in_block + len == block;

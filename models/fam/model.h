@@ -102,6 +102,11 @@ class FamModel : public nn::Module {
   explicit FamModel(const ModelConfig& config, DType dtype = DType::kF32);
 
   const ModelConfig& config() const { return config_; }
+  // Where the parameters live (nn::Module::To moves them). Token ids, targets and weights may be
+  // passed from the host or from this device; the model moves them here itself.
+  Device device() const;
+  // t on the model's device (t itself when already there or undefined).
+  Tensor OnDevice(const Tensor& t) const;
   // Seeded N(0, init_std²) weights (output projections scaled by 1/sqrt(2·n_layers)), norms at 1.
   // Each parameter draws from its own Philox stream keyed by its name: independent of order.
   void InitializeWeights(uint64_t seed);
