@@ -25,8 +25,9 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFAM_BUILD_CUD
 grep -q "FAM_HAVE_CUDA_BACKEND" "$build/build.ninja" ||
   { echo "device_bundle: no CUDA toolkit found, the CUDA backend is not built" >&2; exit 2; }
 
-# What runs on the device: every tests/cuda_*_test.cc, the attention tiling test, CUDA benches.
-targets=()
+# What runs on the device: every tests/cuda_*_test.cc, the attention tiling test, CUDA benches,
+# the whole-trainer benchmark (MFU, FAM vs BSWA) and fam itself.
+targets=(train_device_bench fam)
 for src in "$root"/tests/cuda_*_test.cc "$root"/tests/attention_tiling_test.cc \
            "$root"/bench/cuda_*_bench.cc "$root"/bench/*_cuda_bench.cc; do
   [[ -f $src ]] && targets+=("$(basename "${src%.cc}")")
@@ -34,7 +35,8 @@ done
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 rm -rf "$out"
-mkdir -p "$out/bin" "$out/lib"
+mkdir -p "$out/bin" "$out/lib" "$out/configs"
+cp -r "$root/configs/models" "$out/configs/"  # presets, found through FAM_CONFIG_DIR
 for t in "${targets[@]}"; do
   bin=$(find "$build" -maxdepth 2 -type f -name "$t" -perm -u+x | head -1)
   [[ -n $bin ]] || { echo "device_bundle: built $t but cannot find it" >&2; exit 1; }
@@ -81,6 +83,15 @@ PY
 while read -r d; do [[ -n $d ]] && paths+=("$d"); done <<<"$wheel_libs"
 export LD_LIBRARY_PATH="$(IFS=:; echo "${paths[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} OMP_WAIT_POLICY=PASSIVE FAM_POISON_ALLOC=1
+export FAM_CONFIG_DIR="$here/configs"
+if [[ ${1:-} == --bench ]]; then
+  # The training benchmark instead of the tests: the issue's defaults (1B preset, seq 8192,
+  # bf16, recompute, FAM vs BSWA); further arguments go to it (e.g. --seq 4096 --out r.json).
+  shift
+  unset FAM_POISON_ALLOC
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+  exec "$here/bin/train_device_bench" "$@"
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 status=0
 for t in "$here"/bin/*_test; do
@@ -101,4 +112,4 @@ if (( size >= 64 )); then
   echo "device_bundle: the bundle is over the 64 MiB a device run can carry" >&2
   exit 1
 fi
-echo "on the device: .device/bundle/run_gpu_tests.sh"
+echo "on the device: .device/bundle/run_gpu_tests.sh   (the benchmark: run_gpu_tests.sh --bench)"

@@ -16,12 +16,13 @@
 #include "framework/nn/module.h"
 #include "framework/ops/ops.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
 #include "models/fam/model.h"
+#include "nlohmann/json.hpp"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
 #include "tests/tiny_model_config.h"
 #include "trainers/evaluate.h"
+#include "trainers/peak_flops.h"
 #include "trainers/pretrain.h"
 #include "trainers/run_config.h"
 
@@ -53,6 +54,18 @@ TEST(DeviceEmulationTest, DeviceNamesParse) {
   EXPECT_EQ(Device::Parse("cuda:3"), Device::CUDA(3));
   for (const char* bad : {"gpu", "cuda:", "cuda:x", "cuda:-1", "CUDA", "cuda:1234", ""})
     EXPECT_FALSE(Device::Parse(bad).has_value()) << bad;
+}
+
+TEST(DeviceEmulationTest, PeakFlopsOfKnownDevicesOnly) {
+  EXPECT_DOUBLE_EQ(PeakFlopsForName("NVIDIA H100 80GB HBM3", DType::kBF16).value_or(0), 989.4e12);
+  EXPECT_DOUBLE_EQ(PeakFlopsForName("NVIDIA H100 80GB HBM3", DType::kF32).value_or(0), 66.9e12);
+  EXPECT_DOUBLE_EQ(PeakFlopsForName("NVIDIA H100 PCIe", DType::kBF16).value_or(0), 756e12);
+  EXPECT_DOUBLE_EQ(PeakFlopsForName("NVIDIA H200", DType::kBF16).value_or(0), 989.4e12);
+  EXPECT_FALSE(PeakFlopsForName("NVIDIA H100 80GB HBM3", DType::kF64).has_value());
+  EXPECT_FALSE(PeakFlopsForName("Some Future GPU", DType::kBF16).has_value());
+  // No MFU on the CPU or an emulated device.
+  EXPECT_FALSE(PeakFlopsFor(Device::CPU(), DType::kBF16).has_value());
+  EXPECT_FALSE(PeakFlopsFor(kDevice, DType::kBF16).has_value());
 }
 
 TEST(DeviceEmulationTest, HostAccessToDeviceMemoryFails) {
@@ -177,9 +190,9 @@ class DeviceTrainingTest : public ::testing::Test {
 
   RunConfig Config(const std::string& name, std::vector<std::string> overrides) {
     std::string yaml = "name: " + name + "\nrun_dir: " + (dir_ / "runs").string() + "\n" +
-                       testing::kLearningModelYaml + "data: {train: " +
-                       (dir_ / "train-*.bin").string() + ", val: " +
-                       (dir_ / "val-*.bin").string() + R"(}
+                       testing::kLearningModelYaml +
+                       "data: {train: " + (dir_ / "train-*.bin").string() +
+                       ", val: " + (dir_ / "val-*.bin").string() + R"(}
 optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
 schedule: {type: cosine, warmup_steps: 2, decay_steps: 6, min_lr_ratio: 0.1}
 trainer: {steps: 6, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
@@ -208,9 +221,9 @@ checkpoint: {interval: 3, keep_last: 3}
     ASSERT_TRUE(ca.ok()) << ca.status();
     ASSERT_TRUE(cb.ok()) << cb.status();
     using Tensors = std::map<std::string, Tensor>;
-    for (Tensors io::LoadedCheckpoint::*part : {&io::LoadedCheckpoint::model,
-                                               &io::LoadedCheckpoint::optimizer,
-                                               &io::LoadedCheckpoint::extra}) {
+    for (Tensors io::LoadedCheckpoint::*part :
+         {&io::LoadedCheckpoint::model, &io::LoadedCheckpoint::optimizer,
+          &io::LoadedCheckpoint::extra}) {
       const Tensors& ma = (*ca).*part;
       const Tensors& mb = (*cb).*part;
       ASSERT_EQ(ma.size(), mb.size());
@@ -255,8 +268,9 @@ TEST_F(DeviceTrainingTest, LoraFinetuneOnDeviceMatchesCpu) {
   ASSERT_TRUE(Train("base", {}).ok());
   const std::vector<std::string> lora = {
       "trainer.type=finetune", "finetune.base_weights=" + (dir_ / "runs" / "base").string(),
-      "lora.rank=4", "lora.dropout=0.1", "lora.train_fam=true", "trainer.precision=bf16",
-      "trainer.steps=4", "schedule.decay_steps=4"};
+      "lora.rank=4",           "lora.dropout=0.1",
+      "lora.train_fam=true",   "trainer.precision=bf16",
+      "trainer.steps=4",       "schedule.decay_steps=4"};
   std::vector<std::string> on_device = lora;
   on_device.push_back("trainer.device=cuda");
   absl::StatusOr<TrainResult> a = Train("lora_cpu", lora);
@@ -303,8 +317,8 @@ TEST_F(DeviceTrainingTest, EvaluationOnDeviceMatchesCpu) {
 TEST_F(DeviceTrainingTest, FamCommandsTakeADevice) {
   ASSERT_TRUE(Train("run", {}).ok());
   const std::string ckpt = (dir_ / "runs" / "run").string();
-  testing::CommandResult cpu = testing::RunFam(
-      "eval --checkpoint " + ckpt + " --no-plots --out " + (dir_ / "cpu.json").string());
+  testing::CommandResult cpu = testing::RunFam("eval --checkpoint " + ckpt + " --no-plots --out " +
+                                               (dir_ / "cpu.json").string());
   testing::CommandResult dev =
       testing::RunFam("eval --checkpoint " + ckpt + " --no-plots --device cuda --out " +
                       (dir_ / "dev.json").string());
@@ -315,8 +329,7 @@ TEST_F(DeviceTrainingTest, FamCommandsTakeADevice) {
   EXPECT_EQ(a["val"], b["val"]);
   testing::CommandResult bad = testing::RunFam("eval --checkpoint " + ckpt + " --device gpu");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
-  EXPECT_NE(bad.output.find("--device expects cpu, cuda or cuda:N, got \"gpu\""),
-            std::string::npos)
+  EXPECT_NE(bad.output.find("--device expects cpu, cuda or cuda:N, got \"gpu\""), std::string::npos)
       << bad.output;
 }
 

@@ -92,6 +92,16 @@ TEST_F(TrainerTest, LossDecreases) {
   EXPECT_LT(losses.back().second, losses.front().second);
 }
 
+TEST_F(TrainerTest, SaveFinalFalseLeavesNoCheckpoint) {
+  absl::StatusOr<TrainResult> r =
+      RunTraining(Config("nosave", {"trainer.steps=2", "checkpoint.save_final=false"}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->final_step, 2);
+  const fs::path checkpoints = dir_ / "runs" / "nosave" / "checkpoints";
+  EXPECT_TRUE(!fs::exists(checkpoints) || fs::is_empty(checkpoints));
+  EXPECT_TRUE(fs::exists(dir_ / "runs" / "nosave" / "metrics.jsonl"));
+}
+
 TEST_F(TrainerTest, ResumeIsBitExact) {
   ASSERT_TRUE(RunTraining(Config("straight")).ok());
   // The same run in two halves: 6 steps, then resume (the FAM state kept by Random State Passing,

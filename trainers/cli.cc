@@ -83,9 +83,8 @@ absl::StatusOr<Device> Args::GetDevice(const std::string& name, Device fallback)
   if (!Has(name)) return fallback;
   std::optional<Device> device = Device::Parse(Get(name));
   if (!device)
-    return absl::InvalidArgumentError(absl::StrCat("fam ", command_, ": --", name,
-                                                   " expects cpu, cuda or cuda:N, got \"",
-                                                   Get(name), "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fam ", command_, ": --", name, " expects cpu, cuda or cuda:N, got \"", Get(name), "\""));
   return *device;
 }
 

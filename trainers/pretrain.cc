@@ -1,7 +1,5 @@
 #include "trainers/pretrain.h"
 
-#include "trainers/finetune.h"
-
 #include <omp.h>
 #include <unistd.h>
 
@@ -35,6 +33,8 @@
 #include "framework/optim/schedule.h"
 #include "models/fam/model.h"
 #include "trainers/cli.h"
+#include "trainers/finetune.h"
+#include "trainers/peak_flops.h"
 #include "yaml-cpp/yaml.h"
 
 #ifdef FAM_HAVE_OPENBLAS
@@ -232,6 +232,13 @@ class Trainer {
   int consecutive_skips_ = 0;
   double elapsed_before_ = 0;       // training seconds of earlier runs of this job (resume)
   std::vector<Tensor> kept_state_;  // Random State Passing: per-layer [1, F, d], no gradient
+  std::optional<PeakFlops> peak_;   // of this rank's device; none on the CPU (no MFU then)
+  // Model FLOPs utilisation at `tokens_per_s` (all ranks): attention over the attended span only,
+  // recomputation not counted.
+  double Mfu(double tokens_per_s) const {
+    return tokens_per_s * config_.model.TrainingFlopsPerToken(config_.trainer.seq_len) /
+           (peak_->flops_per_s * world_);
+  }
   TrainResult result_;
 };
 
@@ -364,6 +371,7 @@ absl::Status Trainer::SetupRun() {
     if (!moved.ok()) return moved;
   }
   result_.device = model_->device();
+  peak_ = PeakFlopsFor(result_.device, t.precision);
   if (rank_ == 0)
     for (const std::string& note : notes) std::cout << note << "\n";
   params_ = TrainableParameters(*model_, config_.optimizer);
@@ -936,7 +944,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                              {"grad_norm", grad_norm},
                              {"tokens", tokens_seen_},
                              {"tokens_per_s", tps},
-                             {"mfu", nullptr},
+                             {"mfu", peak_ ? nlohmann::json(Mfu(tps)) : nlohmann::json(nullptr)},
                              {"elapsed_s", elapsed_before_ + clock.Seconds()}};
       if (interval_comm_.steps > 0) {
         // Per step: seconds of gradient communication, and the part backward did not hide.
@@ -956,6 +964,7 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       p.lr = lr;
       p.grad_norm = grad_norm;
       p.tokens_per_s = tps;
+      if (peak_) p.mfu = Mfu(tps);
       p.eta_s = seconds / interval_steps * static_cast<double>(t.steps - step_);
       if (is_root()) PrintProgress(p, last);
       interval_clock.Reset();
@@ -1002,7 +1011,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
     return status;  // the last saved checkpoint stays as it was
   }
   elapsed_before_ += clock.Seconds();
-  if (absl::Status s = SaveCheckpoint(true); !s.ok()) return s;
+  if (config_.checkpoint.save_final || result_.interrupted) {
+    if (absl::Status s = SaveCheckpoint(true); !s.ok()) return s;
+  }
   if (HasLora(*model_)) {
     // The adapters alone, with the fingerprint of their base: `fam export --merge` takes them.
     // Under ZeRO-3 every rank gathers first (a collective): the adapters and the base weights the

@@ -213,6 +213,8 @@ void VisitCheckpoint(YamlReader& r, CheckpointConfig* c) {
   r.Get("keep_last", &c->keep_last, 1, "newest checkpoints kept");
   r.Get("keep_every", &c->keep_every, 0, "also keep every N-th step's checkpoint; 0 = off");
   r.Get("async", &c->async, "write checkpoints in the background (unsharded ones)");
+  r.Get("save_final", &c->save_final,
+        "save a checkpoint when the run ends; false for throughput benchmarks");
   r.Get("resume", &c->resume,
         "auto (latest checkpoint of the run, if any), never, or a checkpoint directory");
   if (r.reading() && r.ok() && c->resume.empty()) {

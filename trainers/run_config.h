@@ -102,6 +102,7 @@ struct CheckpointConfig {
   int64_t keep_last = 2;
   int64_t keep_every = 0;  // also keep every N-th step's checkpoint; 0 = off
   bool async = false;
+  bool save_final = true;       // false: no checkpoint at the end (benchmarks, smoke runs)
   std::string resume = "auto";  // auto | never | <checkpoint directory>
 };
 

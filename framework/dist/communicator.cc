@@ -169,8 +169,8 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateCommunicator(const CommOptio
   if (env->world_size == 1) return MakeLocalCommunicator(options.device);
   if (backend == Backend::kMpi) {
     // One device per rank on a node, as NCCL picks them.
-    const Device device = emulated ? Device::CUDA(env->local_rank % kEmulatedCudaDevices)
-                                   : Device::CPU();
+    const Device device =
+        emulated ? Device::CUDA(env->local_rank % kEmulatedCudaDevices) : Device::CPU();
     return CreateMpiCommunicator(*env, options.timeout_s, device);
   }
   return CreateNcclCommunicator(*env, options.device, options.timeout_s);

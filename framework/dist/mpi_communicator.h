@@ -19,8 +19,9 @@ namespace fam::dist {
 // A communicator over every rank of the job (a duplicate of MPI_COMM_WORLD). Fails when MPI's view
 // of the job (rank, size) differs from the launcher environment `env`. `device` is the CPU, or a
 // CUDA device emulated on the host (FAM_CUDA_EMULATION=host: its tensors are host memory).
-absl::StatusOr<std::shared_ptr<Communicator>> CreateMpiCommunicator(
-    const DistEnv& env, double timeout_s, Device device = Device::CPU());
+absl::StatusOr<std::shared_ptr<Communicator>> CreateMpiCommunicator(const DistEnv& env,
+                                                                    double timeout_s,
+                                                                    Device device = Device::CPU());
 
 // Initialises MPI once per process (no-op when already done) and checks it against `env`.
 absl::Status EnsureMpiInitialized(const DistEnv& env);

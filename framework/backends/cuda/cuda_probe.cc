@@ -27,6 +27,17 @@ int64_t CudaDeviceMemoryBytes(int index) {
 #endif
 }
 
+std::string CudaDeviceName(int index) {
+#ifdef FAM_HAVE_CUDA
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, index) != cudaSuccess) return "";
+  return prop.name;
+#else
+  (void)index;
+  return "";
+#endif
+}
+
 std::string CudaUnavailableReason(int index) {
 #ifdef FAM_HAVE_CUDA
   int count = 0;

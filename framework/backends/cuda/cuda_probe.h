@@ -14,5 +14,7 @@ std::string CudaUnavailableReason(int index);
 int CudaDeviceCount();
 // Total memory of CUDA device `index` in bytes (0 when not built, absent or not queryable).
 int64_t CudaDeviceMemoryBytes(int index);
+// The device's name ("NVIDIA H100 80GB HBM3"); empty when not built, absent or not queryable.
+std::string CudaDeviceName(int index);
 
 }  // namespace fam

@@ -1,0 +1,88 @@
+// A few training steps of a small FAM model on the GPU (cuda:0, the real CUDA backend) match the
+// same steps on the CPU: f32 closely, bf16 mixed precision within bf16's tolerance. Skips with
+// "no GPU" where there is none (and under FAM_CUDA_EMULATION, which device_emulation_test covers).
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "framework/backends/emulation/host_emulation_backend.h"
+#include "framework/backends/registry.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/gradcheck.h"
+#include "tests/test_util.h"
+#include "trainers/pretrain.h"
+#include "trainers/run_config.h"
+
+namespace fam {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CudaTrainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (CudaEmulationEnabled()) GTEST_SKIP() << "no GPU: FAM_CUDA_EMULATION is set";
+    if (!DeviceAvailable(Device::CUDA(0), &why)) GTEST_SKIP() << "no GPU: " << why;
+    dir_ = testing::FreshTestDir("fam_cuda_train_test_");
+    testing::WriteSentenceShards(dir_, 600);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  // Train losses per step and the final validation loss of a 12-step run.
+  std::pair<std::vector<double>, double> Train(const std::string& name,
+                                               std::vector<std::string> overrides) {
+    const std::string yaml = "name: " + name + "\nrun_dir: " + (dir_ / "runs").string() + "\n" +
+                             testing::kLearningModelYaml +
+                             "data: {train: " + (dir_ / "train-*.bin").string() +
+                             ", val: " + (dir_ / "val-*.bin").string() + R"(}
+optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
+schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
+trainer: {steps: 12, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
+          eval_interval: 12, eval_batches: 2}
+checkpoint: {interval: 0, save_final: false}
+)";
+    absl::StatusOr<RunConfig> c = ParseRunConfig(yaml, (dir_ / "t.yaml").string(), overrides);
+    EXPECT_TRUE(c.ok()) << c.status();
+    absl::StatusOr<TrainResult> r = RunTraining(*c);
+    EXPECT_TRUE(r.ok()) << r.status();
+    std::vector<double> losses;
+    std::ifstream in(dir_ / "runs" / name / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j["kind"] == "train") losses.push_back(j["loss"].get<double>());
+    }
+    return {losses, r.ok() ? r->last_val_loss : NAN};
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(CudaTrainTest, StepsMatchTheCpu) {
+  const auto [cpu, cpu_val] = Train("cpu", {});
+  ASSERT_EQ(cpu.size(), 12u);
+  // f32 on the GPU: other summation orders only (TF32 off).
+  const auto [f32, f32_val] = Train("f32", {"trainer.device=cuda"});
+  ASSERT_EQ(f32.size(), 12u);
+  for (size_t i = 0; i < cpu.size(); ++i) EXPECT_NEAR(f32[i], cpu[i], 1e-3) << "step " << i + 1;
+  EXPECT_NEAR(f32_val, cpu_val, 1e-3);
+  // bf16 parameters and activations with f32 masters, with and without recomputation.
+  for (const char* recompute : {"false", "true"}) {
+    const auto [bf16, bf16_val] =
+        Train(std::string("bf16_") + recompute, {"trainer.device=cuda", "trainer.precision=bf16",
+                                                 std::string("trainer.recompute=") + recompute});
+    ASSERT_EQ(bf16.size(), 12u);
+    for (size_t i = 0; i < cpu.size(); ++i)
+      EXPECT_NEAR(bf16[i], cpu[i], 0.02 * std::abs(cpu[i])) << "step " << i + 1;
+    EXPECT_NEAR(bf16_val, cpu_val, 0.02 * std::abs(cpu_val));
+    EXPECT_LT(bf16_val, 0.9 * std::log(64.0));  // it learns
+  }
+}
+
+}  // namespace
+}  // namespace fam
