@@ -119,6 +119,22 @@ Tensor FamModel::StatePositions(int64_t batch, int64_t block_end, bool initial,
   return Positions(batch, initial ? -f : block_end - f, f, offsets);
 }
 
+Tensor FamModel::BlockStatePositions(int64_t batch, int64_t seq,
+                                     const std::vector<int64_t>& offsets) const {
+  const int64_t f = config_.fam_rows(), block = config_.attention.block_size;
+  const int64_t blocks = (seq + block - 1) / block;
+  std::vector<int64_t> pos;
+  pos.reserve(static_cast<size_t>(blocks * batch * f));
+  for (int64_t tau = 0; tau < blocks; ++tau) {
+    const int64_t first = tau == 0 ? -f : tau * block - f;
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t off = offsets.empty() ? 0 : offsets[b];
+      for (int64_t i = 0; i < f; ++i) pos.push_back(first + i + off);
+    }
+  }
+  return OnDevice(Tensor::FromInts(pos, {blocks, batch, f}));
+}
+
 FamModel::Heads FamModel::Project(const DecoderLayer& layer, const Tensor& rows,
                                   const Tensor& positions) const {
   const int64_t b = rows.size(0), n = rows.size(1);
@@ -192,7 +208,7 @@ Tensor FamModel::Logits(const Tensor& hidden) const { return ops::Linear(hidden,
 
 Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& positions,
                               const Tensor& state, bool state_is_initial,
-                              const std::vector<int64_t>& offsets, Tensor* final_state) const {
+                              const Tensor& state_positions, Tensor* final_state) const {
   const AttentionConfig& ac = config_.attention;
   const int64_t batch = x.size(0), seq = x.size(1), block = ac.block_size;
   const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
@@ -212,7 +228,11 @@ Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& position
       Tensor keys = ops::Slice(h.k, 2, mem_start, end);
       Tensor values = ops::Slice(h.v, 2, mem_start, end);
       if (s.defined()) {
-        Heads fh = Project(layer, s, StatePositions(batch, start, tau == 0, offsets));
+        // The state's positions for this block: a view of the table made once per forward (no
+        // host-to-device copy, and so no synchronisation, inside the block loop).
+        const Tensor fam_positions = ops::Reshape(ops::Slice(state_positions, 0, tau, tau + 1),
+                                                  {batch, config_.fam_rows()});
+        Heads fh = Project(layer, s, fam_positions);
         outputs.push_back(ops::Attention(q, {fh.k, keys}, {fh.v, values},
                                          {KeyMask::kAll, KeyMask::kCausal}, scale));
         s = FamUpdate(layer, s, s_initial, fh, ops::Slice(h.k, 2, start, end),
@@ -230,7 +250,7 @@ Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& position
 
 Tensor FamModel::RecomputedLayerForward(int64_t l, const Tensor& x, const Tensor& positions,
                                         const Tensor& state, bool state_is_initial,
-                                        const std::vector<int64_t>& offsets,
+                                        const Tensor& state_positions,
                                         Tensor* final_state) const {
   const DecoderLayer& layer = *model_->layers[l];
   std::vector<Tensor> params;
@@ -247,18 +267,18 @@ Tensor FamModel::RecomputedLayerForward(int64_t l, const Tensor& x, const Tensor
     }
   }
   auto first_run = std::make_shared<bool>(true);
-  ops::CheckpointFn fn = [this, l, state_is_initial, offsets, final_state, linears, start_offsets,
-                          first_run](const std::vector<Tensor>& in) {
+  ops::CheckpointFn fn = [this, l, state_is_initial, state_positions, final_state, linears,
+                          start_offsets, first_run](const std::vector<Tensor>& in) {
     if (*first_run) {
       *first_run = false;
-      return LayerForward(l, in[0], in[1], in[2], state_is_initial, offsets, final_state);
+      return LayerForward(l, in[0], in[1], in[2], state_is_initial, state_positions, final_state);
     }
     std::vector<uint64_t> now;
     for (size_t i = 0; i < linears.size(); ++i) {
       now.push_back(linears[i]->lora_dropout_offset());
       linears[i]->RewindLoraDropout(start_offsets[i]);
     }
-    Tensor out = LayerForward(l, in[0], in[1], in[2], state_is_initial, offsets, nullptr);
+    Tensor out = LayerForward(l, in[0], in[1], in[2], state_is_initial, state_positions, nullptr);
     for (size_t i = 0; i < linears.size(); ++i) linears[i]->RewindLoraDropout(now[i]);
     return out;
   };
@@ -292,6 +312,7 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
   ForwardResult result;
   Tensor x = model_->embed_tokens->Forward(OnDevice(tokens));
   Tensor token_positions = Positions(batch, 0, seq, offsets);
+  const Tensor state_positions = has_state ? BlockStatePositions(batch, seq, offsets) : Tensor();
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     Tensor s;
     if (has_state) {
@@ -300,8 +321,9 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
     Tensor final_state;
     if (options.hooks) options.hooks->BeforeLayer(l);
     x = options.recompute
-            ? RecomputedLayerForward(l, x, token_positions, s, !carried, offsets, &final_state)
-            : LayerForward(l, x, token_positions, s, !carried, offsets, &final_state);
+            ? RecomputedLayerForward(l, x, token_positions, s, !carried, state_positions,
+                                     &final_state)
+            : LayerForward(l, x, token_positions, s, !carried, state_positions, &final_state);
     if (options.hooks) x = options.hooks->AfterLayer(l, x);
     if (has_state && !carried && l + 1 < config_.n_layers) {
       init_rows = InitialStateLayer(l, init_rows, init_positions);

@@ -148,21 +148,24 @@ class FamModel : public nn::Module {
   // Layer `l` of the initial-state pass: FAM rows attending to themselves only.
   Tensor InitialStateLayer(int64_t l, const Tensor& rows, const Tensor& positions) const;
   // Decoder layer `l` over the whole sequence x [batch, T, d] (layer input, token positions; for FAM
-  // the state entering the first block). Returns the layer output; *final_state receives the FAM
+  // the state entering the first block and BlockStatePositions). Returns the layer output; *final_state receives the FAM
   // state after the last block (undefined without FAM).
   Tensor LayerForward(int64_t l, const Tensor& x, const Tensor& positions, const Tensor& state,
-                      bool state_is_initial, const std::vector<int64_t>& offsets,
+                      bool state_is_initial, const Tensor& state_positions,
                       Tensor* final_state) const;
   // LayerForward through ops::Checkpoint (activation recomputation): keeps only the layer's inputs
   // and recomputes the layer in backward, replaying its LoRA dropout masks. *final_state comes
   // from the forward without gradients (the trainer detaches it anyway).
   Tensor RecomputedLayerForward(int64_t l, const Tensor& x, const Tensor& positions,
                                 const Tensor& state, bool state_is_initial,
-                                const std::vector<int64_t>& offsets, Tensor* final_state) const;
+                                const Tensor& state_positions, Tensor* final_state) const;
   Tensor Positions(int64_t batch, int64_t start, int64_t count,
                    const std::vector<int64_t>& offsets) const;
   Tensor StatePositions(int64_t batch, int64_t block_end, bool initial,
                         const std::vector<int64_t>& offsets) const;
+  // StatePositions of every block of a sequence of `seq` tokens at once: [blocks, batch, F] on
+  // the model's device (LayerForward slices block τ's rows).
+  Tensor BlockStatePositions(int64_t batch, int64_t seq, const std::vector<int64_t>& offsets) const;
   Tensor Logits(const Tensor& hidden) const;
 
   ModelConfig config_;
