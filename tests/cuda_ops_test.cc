@@ -435,6 +435,51 @@ TEST(CudaOpsTest, AdamWUpdateOverSteps) {
   }
 }
 
+TEST(CudaOpsTest, AdafactorUpdateOverSteps) {
+  SKIP_WITHOUT_GPU();
+  for (DType dtype : kFloatTypes) {
+    for (bool factored : {true, false}) {
+      for (double beta1 : {0.0, 0.9}) {
+        SCOPED_TRACE(std::string(factored ? "factored" : "unfactored") + " beta1 " +
+                     std::to_string(beta1));
+        // [2, 5, 7] factored as 2 x (5 x 7); unfactored over all 70 elements.
+        Pair p = Random({2, 5, 7}, dtype, 141);
+        Pair row = Zeros({10}, dtype), col = Zeros({14}, dtype), sq = Zeros({2, 5, 7}, dtype);
+        Pair m = Zeros({2, 5, 7}, dtype);
+        for (int64_t step = 1; step <= 3; ++step) {
+          Pair g = Random({2, 5, 7}, dtype, 142 + static_cast<uint32_t>(step));
+          for (bool on_gpu : {false, true}) {
+            AdafactorArgs a;
+            a.param = on_gpu ? p.gpu : p.cpu;
+            a.grad = on_gpu ? g.gpu : g.cpu;
+            if (factored) {
+              a.row = on_gpu ? row.gpu : row.cpu;
+              a.col = on_gpu ? col.gpu : col.cpu;
+              a.batch = 2, a.n = 5, a.m = 7;
+            } else {
+              a.sq = on_gpu ? sq.gpu : sq.cpu;
+              a.m = 70;
+            }
+            if (beta1 > 0) a.exp_avg = on_gpu ? m.gpu : m.cpu;
+            a.decay = 0.99 * (1 - std::pow(0.99, step - 1.0)) / (1 - std::pow(0.99, step));
+            a.eps1 = 1e-30, a.clip_threshold = 1.0, a.beta1 = beta1, a.lr = 0.05;
+            a.weight_decay = 0.1;
+            (on_gpu ? Gpu() : Cpu()).AdafactorUpdate(a);
+          }
+        }
+        ExpectNear(p, TolFor(dtype), "adafactor param");
+        if (factored) {
+          ExpectNear(row, TolFor(dtype), "adafactor row");
+          ExpectNear(col, TolFor(dtype), "adafactor col");
+        } else {
+          ExpectNear(sq, TolFor(dtype), "adafactor sq");
+        }
+        if (beta1 > 0) ExpectNear(m, TolFor(dtype), "adafactor exp_avg");
+      }
+    }
+  }
+}
+
 TEST(CudaOpsTest, UnsupportedDtypesAreErrorsNotCrashes) {
   SKIP_WITHOUT_GPU();
   Pair x = Random({4}, DType::kBF16, 131);

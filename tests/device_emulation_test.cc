@@ -15,6 +15,7 @@
 #include "framework/io/checkpoint.h"
 #include "framework/nn/module.h"
 #include "framework/ops/ops.h"
+#include "framework/optim/adafactor.h"
 #include "gtest/gtest.h"
 #include "models/fam/model.h"
 #include "nlohmann/json.hpp"
@@ -117,6 +118,61 @@ TEST(DeviceEmulationTest, ModuleToMovesParametersInPlace) {
   linear.To(Device::CPU());
   EXPECT_TRUE(handle.device().is_cpu());
   EXPECT_EQ(handle.ToDoubles(), values);
+}
+
+// Adafactor's state lives on the parameters' device and the fused update reproduces the CPU's:
+// factored (3-D batch and 2-D), unfactored (1-D), with and without momentum, f32 and a bf16
+// parameter updated through its f32 master.
+TEST(DeviceEmulationTest, AdafactorOnDeviceMatchesCpu) {
+  for (double beta1 : {0.0, 0.9}) {
+    SCOPED_TRACE(beta1);
+    std::vector<NamedParameter> cpu_params, dev_params;
+    const std::vector<std::pair<Shape, DType>> shapes = {{{2, 5, 7}, DType::kF32},
+                                                         {{6, 4}, DType::kF32},
+                                                         {{9}, DType::kF32},
+                                                         {{3, 8}, DType::kBF16}};
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Tensor t = Tensor::Empty(shapes[i].first, DType::kF32);
+      Generator gen(11, i);
+      gen.FillNormal(t, 0.0, 1.0);
+      if (shapes[i].second != DType::kF32) t = ops::Cast(t, shapes[i].second).detach();
+      Tensor c = t.clone().detach().set_requires_grad(true);
+      Tensor d = ops::To(t, kDevice).detach().set_requires_grad(true);
+      const std::string name = "p" + std::to_string(i);
+      cpu_params.push_back({name, c, i != 2});
+      dev_params.push_back({name, d, i != 2});
+    }
+    AdafactorOptions o;
+    o.beta1 = beta1;
+    o.weight_decay = 0.1;
+    Adafactor cpu(cpu_params, o), dev(dev_params, o);
+    for (int step = 1; step <= 3; ++step) {
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        Tensor g = Tensor::Empty(shapes[i].first, DType::kF32);
+        Generator gen(12 + step, i);
+        gen.FillNormal(g, 0.0, 0.5);
+        g = ops::Cast(g, shapes[i].second).detach();
+        cpu_params[i].param.set_grad(g);
+        dev_params[i].param.set_grad(ops::To(g, kDevice).detach());
+      }
+      cpu.Step(0.05);
+      dev.Step(0.05);
+    }
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      EXPECT_EQ(dev_params[i].param.device(), kDevice);
+      EXPECT_TRUE(
+          testing::SameBits(cpu_params[i].param, ops::To(dev_params[i].param, Device::CPU())))
+          << cpu_params[i].name;
+    }
+    const auto a = cpu.StateTensors(), b = dev.StateTensors();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].first, b[i].first);
+      if (a[i].first != kOptimizerStepName) EXPECT_EQ(b[i].second.device(), kDevice);
+      EXPECT_TRUE(testing::SameBits(a[i].second, ops::To(b[i].second, Device::CPU())))
+          << a[i].first;
+    }
+  }
 }
 
 // Loss, every gradient and streaming logits of a model moved to the device equal the CPU's.

@@ -32,4 +32,28 @@ const char* BinaryOpName(BinaryOp op) {
   return "?";
 }
 
+void CheckAdafactorArgs(const AdafactorArgs& a) {
+  const Tensor& p = a.param;
+  FAM_CHECK(p.dtype() == DType::kF32 || p.dtype() == DType::kF64, "adafactor update: parameter ",
+            p.Describe(), " is not f32 or f64");
+  auto check = [&](const Tensor& t, int64_t numel, const char* what) {
+    FAM_CHECK(t.defined() && t.numel() == numel && t.dtype() == p.dtype() && t.is_contiguous() &&
+                  t.device() == p.device(),
+              "adafactor update: ", what, " ", t.defined() ? t.Describe() : "undefined",
+              " does not match parameter ", p.Describe());
+  };
+  FAM_CHECK(p.is_contiguous(), "adafactor update: parameter ", p.Describe(), " is not contiguous");
+  check(a.grad, p.numel(), "gradient");
+  if (a.row.defined()) {
+    FAM_CHECK(a.batch >= 1 && a.n >= 1 && a.m >= 1 && a.batch * a.n * a.m == p.numel(),
+              "adafactor update: factored shape ", a.batch, " x ", a.n, " x ", a.m,
+              " does not match parameter ", p.Describe());
+    check(a.row, a.batch * a.n, "row state");
+    check(a.col, a.batch * a.m, "column state");
+  } else {
+    check(a.sq, p.numel(), "second moment");
+  }
+  if (a.exp_avg.defined()) check(a.exp_avg, p.numel(), "momentum");
+}
+
 }  // namespace fam

@@ -58,6 +58,17 @@ struct AttentionGradArgs {
   std::vector<Tensor> grad_k, grad_v;      // [B, Hkv, S_j, D] contiguous, overwritten
 };
 
+// One Adafactor step of one parameter (the algorithm: framework/optim/adafactor.h). param, grad
+// and the state are contiguous and of one float dtype. Factored (row defined): the parameter is
+// viewed as [batch, n, m] with row [batch·n] and col [batch·m]; unfactored: sq is like the
+// parameter. exp_avg is undefined when beta1 == 0. decay is this step's β̂2.
+struct AdafactorArgs {
+  Tensor param, grad;
+  Tensor row, col, sq, exp_avg;
+  int64_t batch = 1, n = 1, m = 1;
+  double decay = 0, eps1 = 0, clip_threshold = 1, beta1 = 0, lr = 0, weight_decay = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -130,6 +141,12 @@ class Backend {
   virtual void AdamWUpdate(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                            const Tensor& exp_avg_sq, double lr, double beta1, double beta2,
                            double eps, double weight_decay, int64_t step) = 0;
+  // Fused Adafactor update (AdafactorArgs); accumulates row/column means and the update's RMS in
+  // double.
+  virtual void AdafactorUpdate(const AdafactorArgs& args) = 0;
 };
+
+// The checks every backend's AdafactorUpdate runs first (shapes, dtypes, contiguity).
+void CheckAdafactorArgs(const AdafactorArgs& args);
 
 }  // namespace fam

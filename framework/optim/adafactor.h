@@ -10,8 +10,8 @@
 //   p ← p·(1 − lr·wd) − lr·U
 // State: "<name>.exp_avg_sq_row" [.., n] and "<name>.exp_avg_sq_col" [.., m] (factored) or
 // "<name>.exp_avg_sq"; "<name>.exp_avg" when β1 > 0 (f32 for a bf16 parameter, which is updated
-// through its f32 master: optimizer.h). CPU only for now: plain loops over host tensors (no
-// backend kernel yet).
+// through its f32 master: optimizer.h), on the parameter's device. The update is one fused backend
+// call per parameter (Backend::AdafactorUpdate: CPU loops, CUDA kernels), accumulating in double.
 #pragma once
 
 #include <string>
@@ -34,8 +34,7 @@ struct AdafactorOptions {
 
 class Adafactor : public Optimizer {
  public:
-  // Throws fam::Error naming the option when it is out of range, or naming the parameter when it
-  // is not on the CPU.
+  // Throws fam::Error naming the option when it is out of range.
   Adafactor(std::vector<NamedParameter> params, const AdafactorOptions& options = {});
 
   void Step(double lr) override;

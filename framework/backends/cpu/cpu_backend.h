@@ -53,6 +53,7 @@ class CpuBackend : public Backend {
   void AdamWUpdate(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                    const Tensor& exp_avg_sq, double lr, double beta1, double beta2, double eps,
                    double weight_decay, int64_t step) override;
+  void AdafactorUpdate(const AdafactorArgs& args) override;
 };
 
 std::unique_ptr<Backend> MakeCpuBackend();

@@ -1,6 +1,9 @@
 // CPU optimizer kernels: the fused AdamW update (decoupled weight decay, bias-corrected moments),
-// one OpenMP-parallel pass over the parameter.
+// one OpenMP-parallel pass over the parameter; the Adafactor update (factored or unfactored second
+// moments, update clipping, momentum, weight decay) accumulating in double.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "framework/backends/cpu/cpu_backend.h"
 #include "framework/backends/cpu/cpu_dispatch.h"
@@ -10,7 +13,90 @@ namespace {
 
 constexpr int64_t kOptimParallelGrain = 1 << 14;
 
+// U = G / sqrt(V) for every element, with V from the factored (row, col) state, after updating
+// that state with G. Returns U in double.
+template <typename T>
+std::vector<double> AdafactorFactoredU(const T* g, T* row, T* col, const AdafactorArgs& a) {
+  const int64_t n = a.n, m = a.m;
+  std::vector<double> u(static_cast<size_t>(a.batch * n * m));
+  for (int64_t b = 0; b < a.batch; ++b) {
+    const T* gb = g + b * n * m;
+    T* rb = row + b * n;
+    T* cb = col + b * m;
+    std::vector<double> col_sum(m, 0.0);
+    double row_state_sum = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      double row_sum = 0;
+      for (int64_t j = 0; j < m; ++j) {
+        const double sq = static_cast<double>(gb[i * m + j]) * gb[i * m + j] + a.eps1;
+        row_sum += sq;
+        col_sum[j] += sq;
+      }
+      rb[i] = static_cast<T>(a.decay * rb[i] + (1.0 - a.decay) * (row_sum / m));
+      row_state_sum += rb[i];
+    }
+    for (int64_t j = 0; j < m; ++j)
+      cb[j] = static_cast<T>(a.decay * cb[j] + (1.0 - a.decay) * (col_sum[j] / n));
+    const double row_mean = row_state_sum / n;
+    double* ub = u.data() + b * n * m;
+#pragma omp parallel for if (n * m > kOptimParallelGrain)
+    for (int64_t i = 0; i < n; ++i) {
+      const double r = rb[i] / row_mean;
+      for (int64_t j = 0; j < m; ++j) ub[i * m + j] = gb[i * m + j] / std::sqrt(r * cb[j]);
+    }
+  }
+  return u;
+}
+
+// The same with the unfactored state sq (like the parameter).
+template <typename T>
+std::vector<double> AdafactorUnfactoredU(const T* g, T* sq, int64_t n, const AdafactorArgs& a) {
+  std::vector<double> u(static_cast<size_t>(n));
+#pragma omp parallel for if (n > kOptimParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    const double gi = g[i];
+    const double v = a.decay * sq[i] + (1.0 - a.decay) * (gi * gi + a.eps1);
+    sq[i] = static_cast<T>(v);
+    u[i] = gi / std::sqrt(static_cast<double>(sq[i]));
+  }
+  return u;
+}
+
+// Clips U to RMS <= clip_threshold, applies momentum when exp_avg is given, updates the parameter.
+template <typename T>
+void AdafactorApply(const std::vector<double>& u, T* param, T* exp_avg, const AdafactorArgs& a) {
+  const int64_t n = static_cast<int64_t>(u.size());
+  double sum_sq = 0;
+#pragma omp parallel for reduction(+ : sum_sq) if (n > kOptimParallelGrain)
+  for (int64_t i = 0; i < n; ++i) sum_sq += u[i] * u[i];
+  const double rms = std::sqrt(sum_sq / static_cast<double>(n));
+  const double scale = 1.0 / std::max(1.0, rms / a.clip_threshold);
+  const double decay = 1.0 - a.lr * a.weight_decay;
+#pragma omp parallel for if (n > kOptimParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    double update = u[i] * scale;
+    if (exp_avg != nullptr) {
+      const double mi = a.beta1 * exp_avg[i] + (1.0 - a.beta1) * update;
+      exp_avg[i] = static_cast<T>(mi);
+      update = mi;
+    }
+    param[i] = static_cast<T>(param[i] * decay - a.lr * update);
+  }
+}
+
 }  // namespace
+
+void CpuBackend::AdafactorUpdate(const AdafactorArgs& a) {
+  CheckAdafactorArgs(a);
+  cpu::DispatchFloat(a.param.dtype(), "adafactor update", [&](auto tag) {
+    using T = decltype(tag);
+    const std::vector<double> u =
+        a.row.defined()
+            ? AdafactorFactoredU<T>(a.grad.data<T>(), a.row.data<T>(), a.col.data<T>(), a)
+            : AdafactorUnfactoredU<T>(a.grad.data<T>(), a.sq.data<T>(), a.param.numel(), a);
+    AdafactorApply<T>(u, a.param.data<T>(), a.exp_avg.defined() ? a.exp_avg.data<T>() : nullptr, a);
+  });
+}
 
 void CpuBackend::AdamWUpdate(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                              const Tensor& exp_avg_sq, double lr, double beta1, double beta2,

@@ -641,4 +641,22 @@ void CudaBackend::AdamWUpdate(const Tensor& param, const Tensor& grad, const Ten
               exp_avg_sq.raw_data(), param.numel(), c, stream_);
 }
 
+void CudaBackend::AdafactorUpdate(const AdafactorArgs& a) {
+  CheckAdafactorArgs(a);
+  const int64_t numel = a.param.numel();
+  if (numel == 0) return;
+  DeviceGuard guard(device_);
+  const bool factored = a.row.defined();
+  Scratch u(*allocator_, static_cast<size_t>(numel) * sizeof(double));
+  Scratch partial(*allocator_, (kSumSquaresBlocks + 1) * sizeof(double));
+  Scratch row_mean(*allocator_, static_cast<size_t>(factored ? a.batch : 1) * sizeof(double));
+  AdafactorCoefficients c{a.decay, a.eps1, a.clip_threshold, a.beta1, a.lr, a.weight_decay};
+  LaunchAdafactor(a.param.dtype(), a.param.raw_data(), a.grad.raw_data(),
+                  factored ? a.row.raw_data() : nullptr, factored ? a.col.raw_data() : nullptr,
+                  factored ? nullptr : a.sq.raw_data(),
+                  a.exp_avg.defined() ? a.exp_avg.raw_data() : nullptr, factored ? a.batch : 1,
+                  factored ? a.n : 1, factored ? a.m : numel, c, u.as<double>(),
+                  partial.as<double>(), row_mean.as<double>(), stream_);
+}
+
 }  // namespace fam::cuda

@@ -93,4 +93,16 @@ struct AdamWCoefficients {
 void LaunchAdamW(DType dtype, void* param, const void* grad, void* exp_avg, void* exp_avg_sq,
                  int64_t n, const AdamWCoefficients& c, cudaStream_t stream);
 
+// Adafactor (framework/optim/adafactor.h): row/col (factored, [batch·n] and [batch·m]) or sq
+// (unfactored, row == nullptr), exp_avg may be nullptr. Scratch on the device: u [numel] doubles,
+// partial [kSumSquaresBlocks + 1] doubles (the last one receives sum u²), row_mean [batch] doubles.
+// Deterministic: fixed-order reductions, no atomics; everything stays on the device (no sync).
+struct AdafactorCoefficients {
+  double decay, eps1, clip_threshold, beta1, lr, weight_decay;
+};
+void LaunchAdafactor(DType dtype, void* param, const void* grad, void* row, void* col, void* sq,
+                     void* exp_avg, int64_t batch, int64_t n, int64_t m,
+                     const AdafactorCoefficients& c, double* u, double* partial, double* row_mean,
+                     cudaStream_t stream);
+
 }  // namespace fam::cuda

@@ -147,6 +147,12 @@ class HostEmulatedCudaBackend : public Backend {
     cpu_->AdamWUpdate(AsHost(param), AsHost(grad), AsHost(exp_avg), AsHost(exp_avg_sq), lr, beta1,
                       beta2, eps, weight_decay, step);
   }
+  void AdafactorUpdate(const AdafactorArgs& args) override {
+    AdafactorArgs host = args;
+    for (Tensor* t : {&host.param, &host.grad, &host.row, &host.col, &host.sq, &host.exp_avg})
+      *t = AsHost(*t);
+    cpu_->AdafactorUpdate(host);
+  }
 
  private:
   int index_;
