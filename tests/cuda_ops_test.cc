@@ -435,6 +435,24 @@ TEST(CudaOpsTest, AdamWUpdateOverSteps) {
   }
 }
 
+TEST(CudaOpsTest, SumSquaresEachMatchesOneByOne) {
+  SKIP_WITHOUT_GPU();
+  for (DType dtype : kFloatTypes) {
+    std::vector<Tensor> cpu, gpu;
+    for (int64_t n : {1, 33, 100000, 7}) {
+      Pair x = Random({n}, dtype, 151 + static_cast<uint32_t>(n));
+      cpu.push_back(x.cpu);
+      gpu.push_back(x.gpu);
+    }
+    const std::vector<double> each = Gpu().SumSquaresEach(gpu);
+    ASSERT_EQ(each.size(), gpu.size());
+    for (size_t i = 0; i < gpu.size(); ++i) {
+      EXPECT_EQ(each[i], Gpu().SumSquares(gpu[i])) << i;  // the same kernels, bitwise
+      EXPECT_NEAR(each[i], Cpu().SumSquares(cpu[i]), 1e-9 * Cpu().SumSquares(cpu[i])) << i;
+    }
+  }
+}
+
 TEST(CudaOpsTest, AdafactorUpdateOverSteps) {
   SKIP_WITHOUT_GPU();
   for (DType dtype : kFloatTypes) {

@@ -32,6 +32,13 @@ const char* BinaryOpName(BinaryOp op) {
   return "?";
 }
 
+std::vector<double> Backend::SumSquaresEach(const std::vector<Tensor>& xs) {
+  std::vector<double> out;
+  out.reserve(xs.size());
+  for (const Tensor& x : xs) out.push_back(SumSquares(x));
+  return out;
+}
+
 void CheckAdafactorArgs(const AdafactorArgs& a) {
   const Tensor& p = a.param;
   FAM_CHECK(p.dtype() == DType::kF32 || p.dtype() == DType::kF64, "adafactor update: parameter ",

@@ -100,6 +100,9 @@ class Backend {
   virtual void ReduceSum(const Tensor& x, const std::vector<int>& axes, const Tensor& out) = 0;
   // Largest |x| and sum of squares of a contiguous tensor (for grad clipping and checks).
   virtual double SumSquares(const Tensor& x) = 0;
+  // SumSquares of each tensor, in order. The default calls SumSquares per tensor; a device backend
+  // computes them all and then synchronises once (gradient clipping over every parameter).
+  virtual std::vector<double> SumSquaresEach(const std::vector<Tensor>& xs);
 
   virtual void Gemm(const GemmArgs& args) = 0;
 

@@ -2,6 +2,7 @@
 #include "framework/optim/grad_clip.h"
 
 #include <cmath>
+#include <vector>
 
 #include "framework/autograd/node.h"
 #include "framework/backends/registry.h"
@@ -22,9 +23,29 @@ Tensor ComputableGrad(const NamedParameter& p) {
   return g.detach();
 }
 
-double SumSquaresOf(const NamedParameter& p) {
-  Tensor g = ComputableGrad(p);
-  return GetBackend(g.device()).SumSquares(g);
+// Sum of squares of every defined gradient, in parameter order: one batched backend call per
+// device (a GPU synchronises once for all of them, not once per parameter).
+std::vector<double> GradSumSquaresEach(const std::vector<NamedParameter>& params) {
+  std::vector<Tensor> grads;
+  for (const NamedParameter& p : params)
+    if (p.param.defined() && p.param.grad().defined()) grads.push_back(ComputableGrad(p));
+  std::vector<double> out(grads.size(), 0.0);
+  std::vector<bool> done(grads.size(), false);
+  for (size_t first = 0; first < grads.size(); ++first) {
+    if (done[first]) continue;
+    const Device device = grads[first].device();
+    std::vector<size_t> index;
+    std::vector<Tensor> batch;
+    for (size_t i = first; i < grads.size(); ++i) {
+      if (done[i] || grads[i].device() != device) continue;
+      index.push_back(i);
+      batch.push_back(grads[i]);
+      done[i] = true;
+    }
+    const std::vector<double> sums = GetBackend(device).SumSquaresEach(batch);
+    for (size_t k = 0; k < index.size(); ++k) out[index[k]] = sums[k];
+  }
+  return out;
 }
 
 }  // namespace
@@ -32,9 +53,7 @@ double SumSquaresOf(const NamedParameter& p) {
 double GradSumSquares(const std::vector<NamedParameter>& params) {
   NoGradGuard no_grad;
   double total = 0;
-  for (const NamedParameter& p : params) {
-    if (p.param.defined() && p.param.grad().defined()) total += SumSquaresOf(p);
-  }
+  for (double s : GradSumSquaresEach(params)) total += s;
   return total;
 }
 
@@ -64,10 +83,8 @@ double ClipGradNorm(const std::vector<NamedParameter>& params, double max_norm) 
 
 bool AllGradsFinite(const std::vector<NamedParameter>& params) {
   NoGradGuard no_grad;
-  for (const NamedParameter& p : params) {
-    if (!p.param.defined() || !p.param.grad().defined()) continue;
-    if (!std::isfinite(SumSquaresOf(p))) return false;
-  }
+  for (double s : GradSumSquaresEach(params))
+    if (!std::isfinite(s)) return false;
   return true;
 }
 

@@ -363,6 +363,24 @@ double CudaBackend::SumSquares(const Tensor& x) {
   return host;
 }
 
+std::vector<double> CudaBackend::SumSquaresEach(const std::vector<Tensor>& xs) {
+  std::vector<double> out(xs.size(), 0.0);
+  if (xs.empty()) return out;
+  for (const Tensor& x : xs) {
+    CheckFloat("sum of squares", x);
+    CheckContiguous("sum of squares", x);
+  }
+  DeviceGuard guard(device_);
+  // One partial buffer reused in stream order, one result slot per tensor, one copy back.
+  Scratch partial(*allocator_, kSumSquaresBlocks * sizeof(double));
+  Scratch results(*allocator_, xs.size() * sizeof(double));
+  for (size_t i = 0; i < xs.size(); ++i)
+    LaunchSumSquares(xs[i].dtype(), xs[i].raw_data(), xs[i].numel(), partial.as<double>(),
+                     results.as<double>() + i, stream_);
+  CopyToHost(out.data(), results.as<double>(), xs.size() * sizeof(double));
+  return out;
+}
+
 void CudaBackend::Gemm(const GemmArgs& args) {
   DeviceGuard guard(device_);
   gemm_->Run(args, allow_tf32_);

@@ -73,6 +73,7 @@ class CudaBackend : public Backend {
   void AttentionForward(const AttentionArgs& args) override;
   void AttentionBackward(const AttentionGradArgs& args) override;
   void AdafactorUpdate(const AdafactorArgs& args) override;
+  std::vector<double> SumSquaresEach(const std::vector<Tensor>& xs) override;
   void AdamWUpdate(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                    const Tensor& exp_avg_sq, double lr, double beta1, double beta2, double eps,
                    double weight_decay, int64_t step) override;
