@@ -37,16 +37,9 @@ class CudaTrainTest : public ::testing::Test {
   // Train losses per step and the final validation loss of a 12-step run.
   std::pair<std::vector<double>, double> Train(const std::string& name,
                                                std::vector<std::string> overrides) {
-    const std::string yaml = "name: " + name + "\nrun_dir: " + (dir_ / "runs").string() + "\n" +
-                             testing::kLearningModelYaml +
-                             "data: {train: " + (dir_ / "train-*.bin").string() +
-                             ", val: " + (dir_ / "val-*.bin").string() + R"(}
-optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
-schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
-trainer: {steps: 12, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
-          eval_interval: 12, eval_batches: 2}
-checkpoint: {interval: 0, save_final: false}
-)";
+    overrides.insert(overrides.begin(),
+                     {"trainer.eval_interval=12", "checkpoint.save_final=false"});
+    const std::string yaml = testing::LearningRunYaml(name, dir_);
     absl::StatusOr<RunConfig> c = ParseRunConfig(yaml, (dir_ / "t.yaml").string(), overrides);
     EXPECT_TRUE(c.ok()) << c.status();
     absl::StatusOr<TrainResult> r = RunTraining(*c);

@@ -245,16 +245,10 @@ class DeviceTrainingTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   RunConfig Config(const std::string& name, std::vector<std::string> overrides) {
-    std::string yaml = "name: " + name + "\nrun_dir: " + (dir_ / "runs").string() + "\n" +
-                       testing::kLearningModelYaml +
-                       "data: {train: " + (dir_ / "train-*.bin").string() +
-                       ", val: " + (dir_ / "val-*.bin").string() + R"(}
-optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
-schedule: {type: cosine, warmup_steps: 2, decay_steps: 6, min_lr_ratio: 0.1}
-trainer: {steps: 6, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
-          eval_interval: 3, eval_batches: 2}
-checkpoint: {interval: 3, keep_last: 3}
-)";
+    // 6 steps, validation and a checkpoint every 3.
+    overrides.insert(overrides.begin(), {"trainer.steps=6", "schedule.decay_steps=6",
+                                         "trainer.eval_interval=3", "checkpoint.interval=3"});
+    const std::string yaml = testing::LearningRunYaml(name, dir_);
     absl::StatusOr<RunConfig> c = ParseRunConfig(yaml, (dir_ / "test.yaml").string(), overrides);
     EXPECT_TRUE(c.ok()) << c.status();
     return *c;

@@ -43,6 +43,18 @@ void WriteSentenceShards(const fs::path& dir, size_t val_tokens) {
   ASSERT_TRUE(data::WriteTokenShard((dir / "val-00000.bin").string(), val, 64).ok());
 }
 
+std::string LearningRunYaml(const std::string& name, const fs::path& dir) {
+  return "name: " + name + "\nrun_dir: " + (dir / "runs").string() + "\n" + kLearningModelYaml +
+         "data: {train: " + (dir / "train-*.bin").string() + ", val: " +
+         (dir / "val-*.bin").string() + R"(}
+optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
+schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
+trainer: {steps: 12, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
+          eval_interval: 6, eval_batches: 2}
+checkpoint: {interval: 0, keep_last: 3}
+)";
+}
+
 std::string FindMpirun() {
   const char* configured = std::getenv("FAM_MPIRUN");
   if (configured != nullptr && ::access(configured, X_OK) == 0) return configured;

@@ -63,6 +63,11 @@ void ExpectMastersSaved(const io::LoadedCheckpoint& c);
 // Token shards of a learnable stream (6000 short "sentences" of 4 kinds, vocab 64):
 // dir/train-00000.bin with all of it and dir/val-00000.bin with its first `val_tokens` tokens.
 void WriteSentenceShards(const std::filesystem::path& dir, size_t val_tokens);
+// A run config (YAML) that trains the learning model below on WriteSentenceShards data in `dir`:
+// AdamW, cosine schedule, 12 steps of 4 sequences of 32 tokens (micro-batches of 2), validation
+// every 6 steps, only the final checkpoint; the run goes to dir/runs/<name>. Tests change the
+// rest with overrides.
+std::string LearningRunYaml(const std::string& name, const std::filesystem::path& dir);
 
 // The model: block of a small FAM model that learns within a few steps (GQA, tied embeddings,
 // both training tricks); trainer_test and dist_train_test train it.

@@ -35,23 +35,7 @@ class TrainerTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   RunConfig Config(const std::string& name, std::vector<std::string> overrides = {}) {
-    std::string yaml = std::string(R"(
-name: NAME
-run_dir: RUNS
-)") + testing::kLearningModelYaml +
-                       R"(data: {train: DIR/train-*.bin, val: DIR/val-*.bin}
-optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
-schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
-trainer: {steps: 12, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
-          eval_interval: 6, eval_batches: 2}
-checkpoint: {interval: 0, keep_last: 3}
-)";
-    auto replace = [&](const std::string& from, const std::string& to) {
-      for (size_t p; (p = yaml.find(from)) != std::string::npos;) yaml.replace(p, from.size(), to);
-    };
-    replace("NAME", name);
-    replace("RUNS", (dir_ / "runs").string());
-    replace("DIR", dir_.string());
+    const std::string yaml = testing::LearningRunYaml(name, dir_);
     absl::StatusOr<RunConfig> c = ParseRunConfig(yaml, (dir_ / "test.yaml").string(), overrides);
     EXPECT_TRUE(c.ok()) << c.status();
     return *c;
