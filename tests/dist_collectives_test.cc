@@ -137,9 +137,27 @@ TEST(CollectivesTest, StringsAndAgreement) {
       Rank() == failing ? absl::InvalidArgumentError("bad shard x.bin") : absl::OkStatus();
   absl::Status agreed = AgreeOnStatus(World(), mine, "testing");
   EXPECT_EQ(agreed.code(), absl::StatusCode::kInvalidArgument);
-  const std::string expected =
-      Rank() == failing ? "bad shard x.bin" : "rank " + std::to_string(failing) + " failed testing";
-  EXPECT_NE(std::string(agreed.message()).find(expected), std::string::npos) << agreed;
+  // (One process: its own error as it is.)
+  const std::string expected = Size() == 1 ? "bad shard x.bin"
+                               : Rank() == failing
+                                   ? "rank " + std::to_string(failing) + ": bad shard x.bin"
+                                   : "rank " + std::to_string(failing) + " failed testing";
+  EXPECT_EQ(std::string(agreed.message()), expected) << agreed;
+  // Only the failing rank's error is printed by the CLI: the others are marked as reported.
+  EXPECT_EQ(ReportedByAnotherRank(agreed), Rank() != failing);
+  // Every rank failing (a bad config): the lowest rank reports, with its own code.
+  absl::Status every = AgreeOnStatus(
+      World(), Rank() == 0 ? absl::NotFoundError("no x") : absl::InvalidArgumentError("bad"),
+      "testing");
+  EXPECT_EQ(ReportedByAnotherRank(every), Rank() != 0);
+  EXPECT_EQ(every.code(), absl::StatusCode::kNotFound) << every;
+  if (Rank() == 0) {
+    EXPECT_EQ(std::string(every.message()), Size() == 1 ? "no x" : "rank 0: no x");
+  }
+  // The job-wide agreement (before any communicator) gives the same answer.
+  absl::Status job = AgreeOnStatusInJob(mine, "to load the config");
+  EXPECT_EQ(ReportedByAnotherRank(job), Rank() != failing) << job;
+  EXPECT_TRUE(AgreeOnStatusInJob(absl::OkStatus(), "to load the config").ok());
 }
 
 // A tiny f64 network; rank r's micro-batch m reads input seed 100 + 10·r + m. `rare` is used

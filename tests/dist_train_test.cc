@@ -475,6 +475,14 @@ TEST_F(DistTrainTest, Bf16LoraFinetuneUnderZero3MatchesOneProcess) {
                                        {kBf16LossRtol, kBf16WeightAtol, kBf16WeightRtol});
 }
 
+// How many lines of `output` start with "error:".
+int ErrorLines(const std::string& output) {
+  int n = 0;
+  for (size_t p = 0; (p = output.find("error:", p)) != std::string::npos; ++p)
+    if (p == 0 || output[p - 1] == '\n') ++n;
+  return n;
+}
+
 TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatch) {
   RunOutput three = Train(3, "three");
   EXPECT_EQ(three.exit_code, 2) << three.output;
@@ -482,6 +490,82 @@ TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatch) {
             std::string::npos)
       << three.output;
   EXPECT_FALSE(fs::exists(dir_ / "runs" / "three" / "metrics.jsonl"));
+  // One line for the job, from the first rank that failed, not one per rank.
+  EXPECT_EQ(ErrorLines(three.output), 1) << three.output;
+  EXPECT_NE(three.output.find("error: rank 0: "), std::string::npos) << three.output;
+}
+
+// A config every rank fails to read (before any communicator exists) is reported once too.
+TEST_F(DistTrainTest, ABadConfigIsReportedOnceForTheJob) {
+  RunOutput bad = Train(2, "bad", {"trainer.steps=0"});
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_EQ(ErrorLines(bad.output), 1) << bad.output;
+  EXPECT_NE(bad.output.find("trainer.steps"), std::string::npos) << bad.output;
+}
+
+// trainer.micro_batch unset: each rank takes global_batch / ranks in one micro-batch, printed at
+// start; on 2 ranks the run is the one a single process makes with micro-batches of 4, and a world
+// that does not divide the global batch is refused with one line naming both.
+TEST_F(DistTrainTest, DerivesTheMicroBatchFromTheNumberOfRanks) {
+  RunOutput one = Train(0, "derived_one", {"trainer.micro_batch=0", "trainer.steps=1"});
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_NE(one.output.find("batch: 8 sequences = 1 rank x 1 micro-batch of 8 (trainer.micro_batch "
+                            "derived)"),
+            std::string::npos)
+      << one.output;
+  RunOutput four = Train(0, "explicit_four", {"trainer.micro_batch=4"});
+  ASSERT_EQ(four.exit_code, 0) << four.output;
+  EXPECT_NE(four.output.find("batch: 8 sequences = 1 rank x 2 micro-batches of 4 "
+                             "(trainer.micro_batch as set)"),
+            std::string::npos)
+      << four.output;
+  RunOutput two = Train(2, "derived_two", {"trainer.micro_batch=0"});
+  ASSERT_EQ(two.exit_code, 0) << two.output;
+  EXPECT_NE(two.output.find("batch: 8 sequences = 2 ranks x 1 micro-batch of 4 "
+                            "(trainer.micro_batch derived)"),
+            std::string::npos)
+      << two.output;
+  ExpectSameLosses("explicit_four", "derived_two");
+  // The run directory's config keeps micro_batch unset, so a resume on other ranks derives again.
+  EXPECT_NE(testing::Slurp(dir_ / "runs" / "derived_two" / "config.yaml").find("micro_batch: 0"),
+            std::string::npos);
+  RunOutput three = Train(3, "derived_three", {"trainer.micro_batch=0"});
+  EXPECT_EQ(three.exit_code, 2) << three.output;
+  EXPECT_NE(three.output.find("trainer.global_batch 8 cannot be split evenly over 3 ranks"),
+            std::string::npos)
+      << three.output;
+  EXPECT_EQ(ErrorLines(three.output), 1) << three.output;
+}
+
+// The README's distributed command, as written there, with 2 ranks and a few steps of a small run.
+TEST_F(DistTrainTest, ReadmeLaunchCommandWorksAsWritten) {
+  const char* source = std::getenv("FAM_SOURCE_DIR");
+  if (source == nullptr) GTEST_SKIP() << "FAM_SOURCE_DIR is not set (ctest sets it)";
+  const std::string readme = testing::Slurp(fs::path(source) / "README.md");
+  const size_t at = readme.find("`scripts/launch_mpirun.sh -np");
+  ASSERT_NE(at, std::string::npos) << "README.md has no scripts/launch_mpirun.sh -np line";
+  std::string line = readme.substr(at + 1, readme.find('`', at + 1) - at - 1);
+  // "scripts/launch_mpirun.sh -np 8 build/fam train --config exp.yaml": 2 ranks, this build's fam
+  // and this test's config.
+  const auto replace = [&](const std::string& from, const std::string& to) {
+    const size_t p = line.find(from);
+    ASSERT_NE(p, std::string::npos) << line << " has no " << from;
+    line.replace(p, from.size(), to);
+  };
+  const std::string script = (fs::path(source) / "scripts" / "launch_mpirun.sh").string();
+  replace("scripts/launch_mpirun.sh", script);
+  replace("-np 8", "-np 2");
+  replace("build/fam", FamBinary());
+  replace("exp.yaml", (dir_ / "exp.yaml").string());
+  RunOutput run = RunCommand(line + " --set name=readme --set trainer.steps=3");
+  ASSERT_EQ(run.exit_code, 0) << line << "\n" << run.output;
+  EXPECT_NE(run.output.find("distributed: 2 ranks (mpi"), std::string::npos) << run.output;
+  EXPECT_EQ(Final("readme").world_size, 2);
+  // The same line with a typo'd count says so (exit 2), once.
+  RunOutput bad = RunCommand(script + " -np x " + FamBinary() + " train --config exp.yaml");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("expected a positive integer, got \"x\""), std::string::npos)
+      << bad.output;
 }
 
 }  // namespace

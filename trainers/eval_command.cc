@@ -17,10 +17,11 @@ Command EvalCommand() {
   c.summary = "validation perplexity + PassKey retrieval; report JSON, markdown and plots";
   c.flags = {
       {"checkpoint", "checkpoint directory (or a run directory: its newest valid checkpoint)"},
-      {"run-config", "run config (default: config.yaml two levels above the checkpoint)"},
+      {"run-config", "run config (default: the checkpoint's own config.yaml, else the run's)"},
       {"model", "model YAML, with --weights instead of --checkpoint"},
       {"weights", "safetensors weights (FORMATS.md names), with --model"},
-      {"tokenizer", "SentencePiece model for PassKey (default: the run's data.tokenizer)"},
+      {"tokenizer",
+       "SentencePiece model for PassKey (default: the checkpoint's copy, else data.tokenizer)"},
       {"val", "validation shards, path or glob (default: the run's data.val)"},
       {"config", "eval suite YAML (configs/eval/); default: the built-in default suite"},
       {"out", "report JSON (default: <run>/eval/<checkpoint>.json); .md and plots next to it"},

@@ -30,6 +30,7 @@
 #include "framework/metrics/metrics.h"
 #include "framework/ops/ops.h"
 #include "models/fam/weights_io.h"
+#include "trainers/portable_checkpoint.h"
 
 namespace fam::eval {
 namespace {
@@ -480,9 +481,9 @@ absl::StatusOr<std::vector<PasskeyLengthResult>> RunPasskey(
     Stopwatch clock;
     int64_t tokens = 0, correct = 0;
     for (int64_t trial = 0; trial < options.trials; ++trial) {
-      absl::StatusOr<PasskeyPrompt> prompt = BuildPasskeyPrompt(codec, length, options.seed, trial,
-                                                                  /*depth=*/-1, options.max_depth,
-                                                                  options.key_digits);
+      absl::StatusOr<PasskeyPrompt> prompt =
+          BuildPasskeyPrompt(codec, length, options.seed, trial,
+                             /*depth=*/-1, options.max_depth, options.key_digits);
       if (!prompt.ok()) return prompt.status();
       PasskeyTrial result;
       result.key = prompt->key;
@@ -577,7 +578,7 @@ void VisitSuite(YamlReader& r, EvalSuite* s) {
         v.Get("seq_len", &s->val.seq_len, 0, "windows mode: window length; 0 = trainer.seq_len");
         v.Get("max_windows", &s->val.max_windows, 0,
               "windows mode: windows evaluated; 0 = eval.val_batches x trainer.micro_batch of "
-              "the run (all when that is 0)");
+              "the run (global_batch when micro_batch is derived; all when that is 0)");
         v.Get("stream_tokens", &s->val.stream_tokens, 0,
               "stream mode: tokens streamed; 0 = the whole validation set");
       },
@@ -644,22 +645,6 @@ bool Exists(const fs::path& p) {
 }
 
 // A checkpoint directory, or the newest valid checkpoint of a run directory / checkpoints folder.
-absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
-  const fs::path p(path);
-  fs::path folder;
-  if (Exists(p / "manifest.json")) return path;
-  if (Exists(p / "checkpoints") && fs::is_directory(p / "checkpoints"))
-    folder = p / "checkpoints";
-  else if (Exists(p / "latest"))
-    folder = p;
-  if (folder.empty()) return path;  // LoadCheckpoint says what is wrong with it
-  io::CheckpointOptions options;
-  options.dir = folder.string();
-  io::CheckpointManager manager(options);
-  return manager.LatestValid(
-      [](const std::string& warning) { std::cerr << "warning: " << warning << "\n"; });
-}
-
 }  // namespace
 
 absl::StatusOr<LoadedModel> LoadModelForEval(const ModelSource& source) {
@@ -682,11 +667,11 @@ absl::StatusOr<LoadedModel> LoadModelForEval(const ModelSource& source) {
     out.run_dir = normal.parent_path().parent_path().string();
     std::string run_config = source.run_config;
     if (run_config.empty()) {
-      run_config = (fs::path(out.run_dir) / "config.yaml").string();
-      if (!Exists(run_config) && Exists(normal / "manifest.json"))
-        return absl::NotFoundError(absl::StrCat(run_config,
-                                                ": no run config two levels above the checkpoint ",
-                                                checkpoint, "; pass --run-config <config.yaml>"));
+      // The checkpoint's own config.yaml, or the run directory's (trainers/portable_checkpoint.h).
+      absl::StatusOr<std::string> found = CheckpointRunConfigPath(checkpoint);
+      if (!found.ok() && Exists(normal / "manifest.json")) return found.status();
+      if (found.ok()) run_config = *found;
+      out.portable = CheckpointHasRunConfig(checkpoint);
     }
     // A missing manifest is reported by LoadCheckpoint below, naming the checkpoint.
     if (Exists(run_config)) {
@@ -748,10 +733,21 @@ absl::StatusOr<LoadedModel> LoadModelForEval(const ModelSource& source) {
     absl::Status moved = CatchToStatus([&] { out.model->To(source.device); });
     if (!moved.ok()) return moved;
   }
+  // The tokenizer the checkpoint carries is the one it was trained with: it wins over the run
+  // config's path (which may not exist where the checkpoint was moved).
+  const std::string carried = checkpoint.empty() ? "" : CheckpointTokenizerPath(checkpoint);
   out.tokenizer = !source.tokenizer.empty() ? source.tokenizer
+                  : !carried.empty()        ? carried
                   : out.run                 ? out.run->data.tokenizer
                                             : "";
   out.val = !source.val.empty() ? source.val : out.run ? out.run->data.val : "";
+  if (source.val.empty() && out.portable && !out.val.empty() &&
+      !data::ExpandShardGlob(out.val).ok()) {
+    // A checkpoint moved without its data: evaluate what needs no validation shards.
+    out.notes.push_back(absl::StrCat("the run's data.val (", out.val,
+                                     ") is not here: validation skipped (pass --val)"));
+    out.val.clear();
+  }
   return out;
 }
 
@@ -1023,6 +1019,7 @@ absl::StatusOr<EvalReport> RunEval(const EvalRequest& request, std::ostream& log
   if (lm->step) log << " (step " << *lm->step << ")";
   log << ": " << AttentionTypeName(config.attention.type) << ", " << model.ParameterCount()
       << " parameters, suite " << suite.name << std::endl;
+  for (const std::string& note : lm->notes) log << "note: " << note << std::endl;
 
   if (suite.val.enabled) {
     if (lm->val.empty()) {
@@ -1031,7 +1028,10 @@ absl::StatusOr<EvalReport> RunEval(const EvalRequest& request, std::ostream& log
       int64_t seq_len = suite.val.seq_len;
       if (seq_len <= 0) seq_len = run ? run->trainer.seq_len : 1024;
       int64_t max_windows = suite.val.max_windows;
-      if (max_windows <= 0 && run) max_windows = run->eval.val_batches * run->trainer.micro_batch;
+      if (max_windows <= 0 && run)
+        max_windows =
+            run->eval.val_batches *
+            (run->trainer.micro_batch > 0 ? run->trainer.micro_batch : run->trainer.global_batch);
       absl::StatusOr<PerplexityResult> val = WindowPerplexity(model, lm->val, seq_len, max_windows);
       if (!val.ok()) return val.status();
       report.val = *val;

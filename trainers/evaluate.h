@@ -260,8 +260,10 @@ struct LoadedModel {
   std::string checkpoint;        // the checkpoint directory, or the weights file
   std::optional<int64_t> step;   // the checkpoint's step
   std::string run_dir;           // runs/<name> of a checkpoint ("" otherwise)
-  std::string tokenizer;         // resolved paths ("" = none)
+  std::string tokenizer;         // resolved paths ("" = none); a checkpoint's own tokenizer first
   std::string val;
+  bool portable = false;           // the checkpoint carries its own run config
+  std::vector<std::string> notes;  // what was left out and why (e.g. validation data not here)
 };
 
 // Errors: a corrupt or missing checkpoint is DataLoss/NotFound naming the directory and file; a

@@ -5,8 +5,8 @@
 // Sources: --weights <file>, or --checkpoint <dir> (a full checkpoint, or an adapter-only one
 // whose trainer_state.json has a "lora" object of models/fam/lora.h metadata; then --weights
 // gives the base). Adapters: --adapters <file> (models/fam/lora.h format) or such a checkpoint;
-// they need --merge. The model config: --model, else <weights dir>/model.yaml, else the run's
-// config.yaml two levels above a checkpoint.
+// they need --merge. The model config: --model, else <weights dir>/model.yaml, else the
+// checkpoint's own config.yaml, else the run's config.yaml two levels above it.
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -21,6 +21,7 @@
 #include "models/fam/lora.h"
 #include "models/fam/weights_io.h"
 #include "trainers/commands.h"
+#include "trainers/portable_checkpoint.h"
 #include "trainers/run_config.h"
 
 namespace fam {
@@ -64,14 +65,16 @@ absl::StatusOr<std::string> ModelConfigPath(const cli::Args& args) {
   std::vector<fs::path> candidates;
   if (args.Has("weights"))
     candidates.push_back(fs::path(args.Get("weights")).parent_path() / "model.yaml");
-  if (args.Has("checkpoint"))
-    candidates.push_back(
-        fs::absolute(args.Get("checkpoint"), ec).lexically_normal().parent_path().parent_path() /
-        "config.yaml");
   for (const fs::path& p : candidates)
     if (fs::is_regular_file(p, ec)) return p.string();
   std::vector<std::string> tried;
   for (const fs::path& p : candidates) tried.push_back(p.string());
+  if (args.Has("checkpoint")) {
+    // The checkpoint's own config.yaml, or its run directory's (trainers/portable_checkpoint.h).
+    absl::StatusOr<std::string> run = CheckpointRunConfigPath(args.Get("checkpoint"));
+    if (run.ok()) return *run;
+    tried.push_back(absl::StrCat(args.Get("checkpoint"), "/", kCheckpointRunConfig));
+  }
   return absl::InvalidArgumentError(absl::StrCat("fam export: no model config found (tried ",
                                                  absl::StrJoin(tried, ", "), "); pass --model"));
 }
@@ -85,14 +88,15 @@ Command ExportCommand() {
       "--checkpoint <dir>|--weights <file> [--adapters <file>] --out <model.safetensors> "
       "[--dtype bf16|f32] [--merge] [--model <model.yaml>] [--hf-config <config.json>]";
   c.summary = "weights (LoRA merged) as one safetensors file in Hugging Face Llama names";
-  c.flags = {{"checkpoint", "checkpoint directory (full, or adapter-only with --weights as base)"},
-             {"weights", "safetensors weights (FORMATS.md names)"},
-             {"adapters", "LoRA adapter safetensors written by fine-tuning"},
-             {"out", "output safetensors file"},
-             {"dtype", "stored dtype: f32 (default) or bf16"},
-             {"merge", "merge the LoRA adapters into the weights", true},
-             {"model", "model YAML (default: model.yaml next to --weights, or the run's config)"},
-             {"hf-config", "also write a Hugging Face config.json (LlamaForCausalLM) here"}};
+  c.flags = {
+      {"checkpoint", "checkpoint directory (full, or adapter-only with --weights as base)"},
+      {"weights", "safetensors weights (FORMATS.md names)"},
+      {"adapters", "LoRA adapter safetensors written by fine-tuning"},
+      {"out", "output safetensors file"},
+      {"dtype", "stored dtype: f32 (default) or bf16"},
+      {"merge", "merge the LoRA adapters into the weights", true},
+      {"model", "model YAML (default: model.yaml next to --weights, or the checkpoint's config)"},
+      {"hf-config", "also write a Hugging Face config.json (LlamaForCausalLM) here"}};
   c.run = [](const cli::Args& args) -> absl::Status {
     if (absl::Status s = args.Require({"out"}); !s.ok()) return s;
     if (!args.Has("checkpoint") && !args.Has("weights"))

@@ -5,7 +5,11 @@
 #include <iostream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "framework/core/error.h"
+#include "framework/core/printable_text.h"
+#include "framework/dist/collective_helpers.h"
+#include "framework/dist/env.h"
 #include "trainers/commands.h"
 
 namespace {
@@ -13,9 +17,27 @@ namespace {
 void PrintHelp(const std::vector<fam::Command>& commands) {
   std::cout << "fam — train and evaluate TransformerFAM (Feedback Attention Memory) models\n\n"
                "usage: fam <command> [flags]     fam <command> --help for its flags\n\ncommands:\n";
-  for (const fam::Command& c : commands) std::cout << "  " << c.name << std::string(c.name.size() < 14 ? 14 - c.name.size() : 2, ' ') << c.summary << "\n";
+  for (const fam::Command& c : commands)
+    std::cout << "  " << c.name << std::string(c.name.size() < 14 ? 14 - c.name.size() : 2, ' ')
+              << c.summary << "\n";
   std::cout << "\nExit codes: 0 ok, 2 bad input or config, 1 runtime failure.\n"
                "Docs: README.md, docs/, configs/reference.yaml.\n";
+}
+
+// Prints a failed command's error as one line on stderr and returns the exit code (0 when OK).
+// Under mpirun the job prints one line, not one per rank: errors the ranks agreed on are printed by
+// the rank that failed first (dist::AgreeOnStatus), and errors every rank meets alike (a bad flag)
+// by rank 0 alone. Bytes from files quoted in a message are escaped for the terminal.
+int ReportError(const absl::Status& status, bool same_on_every_rank) {
+  if (status.ok()) return 0;
+  const int code = fam::cli::ExitCode(status);
+  if (fam::dist::ReportedByAnotherRank(status)) return code;
+  if (same_on_every_rank) {
+    absl::StatusOr<fam::dist::DistEnv> env = fam::dist::DiscoverEnv();
+    if (env.ok() && env->rank != 0) return code;
+  }
+  std::cerr << "error: " << fam::EscapeNonPrintable(std::string(status.message())) << "\n";
+  return code;
 }
 
 }  // namespace
@@ -49,14 +71,12 @@ int main(int argc, char** argv) {
       }
     }
     absl::StatusOr<fam::cli::Args> args = fam::cli::Args::Parse(c.name, c.flags, argc, argv, 2);
-    absl::Status status = args.ok() ? fam::CatchToStatus([&] { fam::ThrowIfError(c.run(*args)); })
-                                    : args.status();
-    if (!status.ok()) {
-      std::cerr << "error: " << status.message() << "\n";
-      return fam::cli::ExitCode(status);
-    }
-    return 0;
+    if (!args.ok()) return ReportError(args.status(), /*same_on_every_rank=*/true);
+    absl::Status result;
+    absl::Status thrown = fam::CatchToStatus([&] { result = c.run(*args); });
+    return ReportError(thrown.ok() ? result : thrown, /*same_on_every_rank=*/false);
   }
-  std::cerr << "error: unknown command \"" << name << "\" (fam --help lists them)\n";
-  return 2;
+  return ReportError(absl::InvalidArgumentError(
+                         absl::StrCat("unknown command \"", name, "\" (fam --help lists them)")),
+                     /*same_on_every_rank=*/true);
 }

@@ -12,6 +12,7 @@
 #include "framework/io/safetensors.h"
 #include "framework/ops/ops.h"
 #include "models/fam/lora.h"
+#include "trainers/portable_checkpoint.h"
 
 namespace fam {
 namespace {
@@ -120,28 +121,6 @@ absl::StatusOr<std::map<std::string, std::string>> LoraMetaFromJson(const nlohma
 
 }  // namespace
 
-absl::StatusOr<std::string> ResolveCheckpointDir(const std::string& path) {
-  std::error_code ec;
-  if (!fs::is_directory(path, ec)) {
-    return absl::NotFoundError(absl::StrCat(path, ": not a checkpoint directory"));
-  }
-  if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
-  if (fs::is_directory(fs::path(path) / "checkpoints", ec)) {
-    return ResolveCheckpointDir((fs::path(path) / "checkpoints").string());
-  }
-  io::CheckpointOptions options;
-  options.dir = path;
-  io::CheckpointManager manager(options);
-  absl::StatusOr<std::string> latest = manager.LatestValid();
-  if (!latest.ok()) {
-    return absl::NotFoundError(absl::StrCat(
-        path,
-        ": no manifest.json and no valid checkpoint below it (expected a checkpoint, a "
-        "checkpoints directory or a run directory)"));
-  }
-  return *latest;
-}
-
 absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
                              std::vector<std::string>* notes) {
   if (HasLora(model)) {
@@ -150,7 +129,7 @@ absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
   }
   std::error_code ec;
   if (fs::is_directory(path, ec)) {
-    absl::StatusOr<std::string> dir = ResolveCheckpointDir(path);
+    absl::StatusOr<std::string> dir = ResolveCheckpoint(path);
     if (!dir.ok()) return dir.status();
     absl::StatusOr<io::LoadedCheckpoint> checkpoint = io::LoadCheckpoint(*dir);
     if (!checkpoint.ok()) return checkpoint.status();

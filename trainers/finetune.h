@@ -49,22 +49,19 @@ absl::StatusOr<std::unique_ptr<FamModel>> BuildModelForRun(
     const RunConfig& config, std::vector<std::string>* notes = nullptr);
 
 // Loads base weights into a model without adapters from a safetensors file (FORMATS.md names) or
-// a checkpoint (ResolveCheckpointDir; an adapter-only checkpoint is refused). Every parameter must
-// be present with its shape, except model.fam.embeddings: a base without it (e.g. pretrained as
-// BSWA or full attention, the paper's starting point) gets the FAM prompt initialised from the
-// token embeddings of ids (vocab/2 + i) mod vocab, i < F (as `fam import` does), and a FAM prompt
-// in the base of a model without FAM is ignored; both are reported in `notes`. Any other missing,
-// unexpected or mis-shaped tensor is an InvalidArgument listing them.
+// a checkpoint (ResolveCheckpoint of trainers/portable_checkpoint.h; an adapter-only checkpoint is
+// refused). Every parameter must be present with its shape, except model.fam.embeddings: a base
+// without it (e.g. pretrained as BSWA or full attention, the paper's starting point) gets the FAM
+// prompt initialised from the token embeddings of ids (vocab/2 + i) mod vocab, i < F (as `fam
+// import` does), and a FAM prompt in the base of a model without FAM is ignored; both are reported
+// in `notes`. Any other missing, unexpected or mis-shaped tensor is an InvalidArgument listing
+// them.
 absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
                              std::vector<std::string>* notes = nullptr);
 // The same from tensors in memory (`source` names them in errors and notes): what
 // LoadBaseWeights does once it has read the file.
 absl::Status LoadBaseTensors(FamModel& model, const std::map<std::string, Tensor>& tensors,
                              const std::string& source, std::vector<std::string>* notes = nullptr);
-
-// A checkpoint directory (with manifest.json) as it is; a checkpoints directory (with `latest` or
-// step-* directories) or a run directory (with checkpoints/): its newest valid checkpoint.
-absl::StatusOr<std::string> ResolveCheckpointDir(const std::string& path);
 
 // The parameters that require grad, in registration order (all of them in pretraining; adapters and
 // the trained FAM prompt with LoRA), with pretraining's weight-decay rule: matrices decay; norm

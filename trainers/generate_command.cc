@@ -24,10 +24,10 @@ Command GenerateCommand() {
   c.summary = "stream generated text from a checkpoint (constant memory)";
   c.flags = {
       {"checkpoint", "checkpoint directory (or a run directory: its newest valid checkpoint)"},
-      {"run-config", "run config (default: config.yaml two levels above the checkpoint)"},
+      {"run-config", "run config (default: the checkpoint's own config.yaml, else the run's)"},
       {"model", "model YAML, with --weights instead of --checkpoint"},
       {"weights", "safetensors weights (FORMATS.md names), with --model"},
-      {"tokenizer", "SentencePiece model (default: the run's data.tokenizer)"},
+      {"tokenizer", "SentencePiece model (default: the checkpoint's copy, else data.tokenizer)"},
       {"prompt", "text to continue (default: empty, a new document)"},
       {"max-new-tokens", "tokens to generate (default 64)"},
       {"temperature", "sampling temperature; 0 = greedy (default 0.8)"},

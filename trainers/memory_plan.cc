@@ -304,7 +304,9 @@ absl::StatusOr<MemoryPlan> PlanMemory(const RunConfig& config, int gpus, double 
   MemoryPlan plan;
   plan.gpus = gpus;
   plan.budget_bytes = budget_bytes;
-  plan.configured = {config.distributed.zero, t.recompute, t.micro_batch};
+  // An unset trainer.micro_batch (0) is each GPU's whole share, as the trainer derives it.
+  plan.configured = {config.distributed.zero, t.recompute,
+                     t.micro_batch > 0 ? t.micro_batch : t.global_batch / gpus};
   absl::StatusOr<MemoryBreakdown> own = EstimateMemory(config, gpus, plan.configured);
   if (!own.ok()) return own.status();
   plan.configured_memory = *own;

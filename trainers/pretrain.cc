@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "framework/autograd/node.h"
 #include "framework/backends/registry.h"
+#include "framework/core/host_memory.h"
 #include "framework/core/rng.h"
 #include "framework/data/loader.h"
 #include "framework/dist/collective_helpers.h"
@@ -35,6 +36,7 @@
 #include "trainers/cli.h"
 #include "trainers/finetune.h"
 #include "trainers/peak_flops.h"
+#include "trainers/portable_checkpoint.h"
 #include "yaml-cpp/yaml.h"
 
 #ifdef FAM_HAVE_OPENBLAS
@@ -171,6 +173,7 @@ class Trainer {
   absl::Status Setup();
   absl::Status SetupCommunicator();
   absl::Status SetupRun();
+  absl::Status CheckHostMemory() const;
   void ReportDistributed();
   absl::Status MaybeResume();
   absl::Status SaveCheckpoint(bool final_save);  // collective
@@ -194,7 +197,8 @@ class Trainer {
   std::shared_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::GradReducer> reducer_;
   dist::Zero1Optimizer* zero_ = nullptr;  // optimizer_ when distributed.zero = zero1/2/3
-  // ZeRO-2/3: gradient (and ZeRO-3 parameter) sharding by units; hooks_ when parameters are sharded.
+  // ZeRO-2/3: gradient (and ZeRO-3 parameter) sharding by units; hooks_ when parameters are
+  // sharded.
   std::unique_ptr<dist::ShardedParameters> sharding_;
   std::unique_ptr<ZeroLayerHooks> hooks_;
   void SetupSharding();
@@ -232,6 +236,7 @@ class Trainer {
   int consecutive_skips_ = 0;
   double elapsed_before_ = 0;       // training seconds of earlier runs of this job (resume)
   std::vector<Tensor> kept_state_;  // Random State Passing: per-layer [1, F, d], no gradient
+  std::string tokenizer_bytes_;     // data.tokenizer, copied into every checkpoint
   std::optional<PeakFlops> peak_;   // of this rank's device; none on the CPU (no MFU then)
   // Model FLOPs utilisation at `tokens_per_s` (all ranks): attention over the attended span only,
   // recomputation not counted.
@@ -293,7 +298,31 @@ absl::Status Trainer::Setup() {
   return absl::OkStatus();
 }
 
+// Before anything is allocated: every rank builds the whole model on the host (then moves or
+// shards it), and an unsharded pretraining run on the CPU also keeps f32 gradients and the
+// optimizer's state there; a run whose parameters alone cannot fit is refused naming the keys.
+absl::Status Trainer::CheckHostMemory() const {
+  const TrainerConfig& t = config_.trainer;
+  absl::StatusOr<dist::DistEnv> env = dist::DiscoverEnv();
+  const int local = env.ok() ? std::max(1, env->local_size) : 1;
+  double per_value = static_cast<double>(DTypeSize(t.precision));
+  std::string purpose;
+  if (t.device == DeviceType::kCPU && t.type == TrainerType::kPretrain &&
+      config_.distributed.zero == ZeroStage::kNone) {
+    const bool adamw = config_.optimizer.type == OptimizerType::kAdamW;
+    per_value += 4 + (adamw ? 8 : 0) + (t.precision == DType::kBF16 ? 4 : 0);
+    purpose = adamw ? " to train (weights, f32 gradients and AdamW moments)"
+                    : " to train (weights and f32 gradients)";
+  }
+  const double available = static_cast<double>(HostMemoryBytes()) / local;
+  const std::string where =
+      local > 1 ? absl::StrCat("each of this machine's ", local, " ranks' share of its")
+                : "this machine's";
+  return config_.model.CheckParametersFit(per_value, available, where, purpose);
+}
+
 absl::Status Trainer::SetupRun() {
+  if (absl::Status s = CheckHostMemory(); !s.ok()) return s;
   const TrainerConfig& t = config_.trainer;
   int threads = static_cast<int>(t.threads);
   if (threads == 0 && world_ > 1 && std::getenv("OMP_NUM_THREADS") == nullptr) {
@@ -323,6 +352,8 @@ absl::Status Trainer::SetupRun() {
   result_.run_dir = run_dir_;
 
   // Data first: a bad shard should fail before any time is spent on the model.
+  if (absl::Status s = ResolveMicroBatch(&config_, world_); !s.ok()) return s;
+  if (is_root()) std::cout << "batch: " << DescribeBatch(t, world_) << "\n";
   if (t.global_batch % (world_ * t.micro_batch) != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "trainer.global_batch %d is not a multiple of world size %d x trainer.micro_batch %d: with "
@@ -360,6 +391,15 @@ absl::Status Trainer::SetupRun() {
     val_batches_ = std::move(*batches);
   }
 
+  // The tokenizer travels with every checkpoint (trainers/portable_checkpoint.h).
+  if (is_root() && !config_.data.tokenizer.empty()) {
+    absl::StatusOr<std::string> bytes = io::ReadFile(config_.data.tokenizer);
+    if (bytes.ok())
+      tokenizer_bytes_ = *std::move(bytes);
+    else
+      std::cerr << "warning: data.tokenizer: " << bytes.status().message()
+                << " (checkpoints will not carry the tokenizer)\n";
+  }
   std::vector<std::string> notes;
   absl::StatusOr<std::unique_ptr<FamModel>> model = BuildModelForRun(config_, &notes);
   if (!model.ok()) return model.status();
@@ -595,11 +635,16 @@ absl::Status Trainer::MaybeResume() {
   }
   if (!is_root()) return absl::OkStatus();  // rank 0 logs the resume
   // Log what changed in the config (allowed: LR, steps, logging ...; the model was checked above).
+  // Against the config the checkpoint carries (that of the run which wrote it), else the run
+  // directory's (checkpoints written before they carried one).
   std::string old_yaml;
-  if (absl::StatusOr<std::string> text =
-          io::ReadFile((fs::path(run_dir_) / "config.yaml").string());
-      text.ok())
-    old_yaml = *text;
+  for (const fs::path& file :
+       {fs::path(path) / kCheckpointRunConfig, fs::path(run_dir_) / "config.yaml"}) {
+    if (absl::StatusOr<std::string> text = io::ReadFile(file.string()); text.ok()) {
+      old_yaml = *text;
+      break;
+    }
+  }
   std::vector<std::string> changed = ChangedKeys(old_yaml, RunConfigToYaml(config_));
   nlohmann::json event = {{"kind", "event"},
                           {"step", step_},
@@ -696,6 +741,9 @@ io::CheckpointData Trainer::MakeCheckpointData(bool owned_only) const {
   if (result_.last_val_loss >= 0) data.trainer_state["last_val_loss"] = result_.last_val_loss;
   if (result_.last_train_loss >= 0) data.trainer_state["last_train_loss"] = result_.last_train_loss;
   FillModelCheckpoint(*model_, lora_state_, &data);  // every parameter, or adapters only (LoRA)
+  if (is_root())
+    AddRunFiles(RunConfigToYaml(config_), ConfigHash(config_), config_.data.tokenizer,
+                tokenizer_bytes_, &data);
   if (owned_only) {
     // The tensors of parameters other ranks own are dropped (matched by storage and offset, which
     // stay the same when ZeRO-3 releases the memory; the model's names and the trainable
@@ -808,10 +856,9 @@ absl::Status Trainer::TrainStep(double* loss_out, double* grad_norm, bool* appli
       SetLoraDropout(*model_, true, t.seed, static_cast<uint64_t>(step_ * t.global_batch + sample));
     sample += b;
     ForwardResult out = model_->Forward(batch.inputs, fo);
-    Tensor loss = fo.compute_logits
-                      ? model_->Loss(out.logits, batch.targets, batch.weights)
-                      : model_->LossFromHidden(out.hidden, batch.targets, batch.weights,
-                                               t.loss_chunk_tokens);
+    Tensor loss = fo.compute_logits ? model_->Loss(out.logits, batch.targets, batch.weights)
+                                    : model_->LossFromHidden(out.hidden, batch.targets,
+                                                             batch.weights, t.loss_chunk_tokens);
     // The reducer averages over ranks, hence world_ x this rank's share.
     const double share = step_weight > 0 ? world_ * micro_weight[m] / step_weight : 0.0;
     ops::Scale(loss, share).backward();

@@ -133,7 +133,14 @@ void VisitTrainer(YamlReader& r, TrainerConfig* t) {
             "pretraining or LoRA fine-tuning");
   r.Get("steps", &t->steps, 1, "optimizer steps");
   r.Get("global_batch", &t->global_batch, 1, "sequences per optimizer step, all ranks together");
-  r.Get("micro_batch", &t->micro_batch, 1, "sequences per rank per forward");
+  int64_t micro_batch = t->micro_batch_derived ? 0 : t->micro_batch;
+  r.Get("micro_batch", &micro_batch, 0,
+        "sequences per rank per forward; 0 = derived at start: global_batch / ranks (on cuda the "
+        "largest divisor of that the memory plan fits)");
+  if (r.reading()) {
+    t->micro_batch = micro_batch;
+    t->micro_batch_derived = false;
+  }
   r.Get("seq_len", &t->seq_len, 1, "tokens per training sequence");
   r.GetEnum("precision", &t->precision, Names<DType>{{"f32", DType::kF32}, {"bf16", DType::kBF16}},
             "f32, or bf16: bf16 weights/activations, f32 master weights, gradients and "
@@ -157,7 +164,7 @@ void VisitTrainer(YamlReader& r, TrainerConfig* t) {
         "per-GPU memory budget (GiB) checked by `fam plan`'s estimate at start; 0 = the GPU's "
         "memory on cuda, no check on cpu");
   if (r.reading()) r.Finish().IgnoreError();
-  if (r.reading() && r.ok() && t->global_batch % t->micro_batch != 0) {
+  if (r.reading() && r.ok() && t->micro_batch > 0 && t->global_batch % t->micro_batch != 0) {
     r.Fail("global_batch", absl::StrCat("must be a multiple of trainer.micro_batch (",
                                         t->micro_batch, "), got ", t->global_batch));
   }
@@ -308,8 +315,8 @@ bool ValidPresetName(const std::string& name) {
 }
 
 // The preset file `name`.yaml: in $FAM_CONFIG_DIR (or its models/), then in configs/models of the
-// folder of `origin` and of each folder above it, then in ./configs/models, then in the configs/models
-// of the source tree the binary was built from. Empty when not found.
+// folder of `origin` and of each folder above it, then in ./configs/models, then in the
+// configs/models of the source tree the binary was built from. Empty when not found.
 std::string FindPresetFile(const std::string& name, const std::string& origin,
                            std::vector<std::string>* searched) {
   std::vector<fs::path> dirs;
@@ -326,7 +333,8 @@ std::string FindPresetFile(const std::string& name, const std::string& origin,
   }
   dirs.push_back(fs::path("configs") / "models");
 #ifdef FAM_SOURCE_CONFIG_DIR
-  // The presets of the source tree this binary was built from (a run from any directory finds them).
+  // The presets of the source tree this binary was built from (a run from any directory finds
+  // them).
   dirs.push_back(fs::path(FAM_SOURCE_CONFIG_DIR) / "models");
 #endif
   for (const fs::path& candidate_dir : dirs) {
@@ -473,6 +481,30 @@ std::string RunConfigToYaml(const RunConfig& config) {
       "# Resolved famtrain run config (inheritance, preset and --set overrides applied, defaults\n"
       "# filled in). `fam train --config <this file>` runs it again.\n",
       EmitYaml(tree));
+}
+
+absl::Status ResolveMicroBatch(RunConfig* config, int world) {
+  TrainerConfig& t = config->trainer;
+  if (t.micro_batch > 0) return absl::OkStatus();
+  if (world < 1 || t.global_batch % world != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "trainer.global_batch %d cannot be split evenly over %d ranks (trainer.micro_batch is not "
+        "set, so each rank would take global_batch / %d sequences): pick a global batch divisible "
+        "by %d, or another -np",
+        t.global_batch, world, world, world));
+  }
+  t.micro_batch = t.global_batch / world;
+  t.micro_batch_derived = true;
+  return absl::OkStatus();
+}
+
+std::string DescribeBatch(const TrainerConfig& t, int world) {
+  const int64_t per_rank = t.global_batch / std::max(1, world);
+  const int64_t accumulation = t.micro_batch > 0 ? per_rank / t.micro_batch : 0;
+  return absl::StrFormat(
+      "%d sequences = %d rank%s x %d micro-batch%s of %d (trainer.micro_batch %s)", t.global_batch,
+      world, world == 1 ? "" : "s", accumulation, accumulation == 1 ? "" : "es", t.micro_batch,
+      t.micro_batch_derived ? "derived" : "as set");
 }
 
 std::string ExplainConfig() {

@@ -59,7 +59,12 @@ struct TrainerConfig {
   TrainerType type = TrainerType::kPretrain;
   int64_t steps = 1000;
   int64_t global_batch = 8;  // sequences per optimizer step (all ranks)
-  int64_t micro_batch = 2;   // sequences per rank per forward
+  // Sequences per rank per forward; 0 = derived at start by ResolveMicroBatch (each rank's whole
+  // share of global_batch, or on CUDA the largest part of it the memory plan fits).
+  int64_t micro_batch = 0;
+  // Set when micro_batch was derived rather than read: files written from the config keep 0, so a
+  // run resumed on another number of ranks derives it again.
+  bool micro_batch_derived = false;
   int64_t seq_len = 2048;
   DType precision = DType::kF32;  // kF32 or kBF16
   int64_t seed = 0;
@@ -153,6 +158,13 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
 
 // The resolved config as YAML (every key, no preset, no inheritance): loading it gives this config.
 std::string RunConfigToYaml(const RunConfig& config);
+
+// Fills in a derived trainer.micro_batch (0 in the config) for `world` ranks: global_batch / world,
+// with micro_batch_derived set. An explicit value is left for the trainer to check. Fails when the
+// global batch cannot be split evenly over the ranks.
+absl::Status ResolveMicroBatch(RunConfig* config, int world);
+// The batch arithmetic in words, e.g. "8 sequences = 2 ranks x 1 micro-batch of 4 (derived)".
+std::string DescribeBatch(const TrainerConfig& t, int world);
 // Every key with its type, default and meaning (`fam config --explain`).
 std::string ExplainConfig();
 // 16 hex digits: a stable hash of the model's architecture keys (all model keys except init_std

@@ -4,8 +4,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "framework/autograd/node.h"
+#include "framework/dist/env.h"
 #include "framework/ops/ops.h"
 
 namespace fam::dist {
@@ -95,6 +97,10 @@ void BroadcastTensors(Communicator& comm, const std::vector<Tensor>& tensors, in
   for (auto& [host, d] : copy_back) ops::CopyInPlace(host, ops::To(d, host.device()).detach());
 }
 
+namespace {
+constexpr char kReportedByPayload[] = "famtrain/reported-by-rank";
+}  // namespace
+
 absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& mine, const std::string& what) {
   const int world = comm.world_size();
   if (world == 1) return mine;
@@ -103,11 +109,33 @@ absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& mine, const s
   const int64_t value =
       mine.ok() ? ok_value : comm.rank() * kCodes + static_cast<int64_t>(mine.code());
   const int64_t lowest = AllReduceInts(comm, {value}, ReduceOp::kMin)[0];
-  if (!mine.ok()) return mine;
   if (lowest == ok_value) return absl::OkStatus();
   const int64_t rank = lowest / kCodes;
+  if (rank == comm.rank()) {
+    if (ReportedByAnotherRank(mine)) return mine;  // agreed before: keep the first report
+    absl::Status own(mine.code(), absl::StrCat("rank ", rank, ": ", mine.message()));
+    mine.ForEachPayload(
+        [&](absl::string_view url, const absl::Cord& payload) { own.SetPayload(url, payload); });
+    return own;
+  }
   const auto code = static_cast<absl::StatusCode>(lowest % kCodes);
-  return absl::Status(code, absl::StrCat("rank ", rank, " failed ", what, " (see its error)"));
+  absl::Status theirs(code, absl::StrCat("rank ", rank, " failed ", what));
+  theirs.SetPayload(kReportedByPayload, absl::Cord(absl::StrCat(rank)));
+  return theirs;
+}
+
+bool ReportedByAnotherRank(const absl::Status& status) {
+  return status.GetPayload(kReportedByPayload).has_value();
+}
+
+absl::Status AgreeOnStatusInJob(const absl::Status& mine, const std::string& what) {
+  absl::StatusOr<DistEnv> env = DiscoverEnv();
+  if (!env.ok() || env->world_size == 1) return mine;
+  CommOptions options;
+  options.backend = Backend::kMpi;
+  absl::StatusOr<std::shared_ptr<Communicator>> comm = CreateCommunicator(options);
+  if (!comm.ok()) return mine.ok() ? comm.status() : mine;
+  return AgreeOnStatus(**comm, mine, what);
 }
 
 }  // namespace fam::dist

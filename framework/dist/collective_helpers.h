@@ -26,8 +26,15 @@ std::vector<std::string> AllGatherStrings(Communicator& comm, const std::string&
 // Overwrites each tensor (contiguous, on the host or the communicator's device) with rank root's.
 void BroadcastTensors(Communicator& comm, const std::vector<Tensor>& tensors, int root);
 
-// OK when `mine` is OK on every rank. Otherwise a rank that failed returns its own error, and the
-// others an error with the failing rank's status code: "rank R failed <what> (see its error)".
+// OK when `mine` is OK on every rank. Otherwise the job reports one error: the lowest failing rank
+// returns its own, prefixed "rank R: ", and every other rank (failed or not) an error with that
+// status code, "rank R failed <what>", marked so that ReportedByAnotherRank() is true and the CLI
+// prints nothing for it.
 absl::Status AgreeOnStatus(Communicator& comm, const absl::Status& mine, const std::string& what);
+// The same across the whole job before any communicator exists (say, a config every rank failed to
+// read): a temporary MPI communicator when the launcher started several ranks, else `mine`.
+absl::Status AgreeOnStatusInJob(const absl::Status& mine, const std::string& what);
+// True for the errors AgreeOnStatus gives ranks whose failure another rank reports.
+bool ReportedByAnotherRank(const absl::Status& status);
 
 }  // namespace fam::dist

@@ -176,14 +176,4 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateCommunicator(const CommOptio
   return CreateNcclCommunicator(*env, options.device, options.timeout_s);
 }
 
-std::string FormatBytes(double bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (bytes >= 1024 && u < 4) {
-    bytes /= 1024;
-    ++u;
-  }
-  return u == 0 ? absl::StrFormat("%.0f B", bytes) : absl::StrFormat("%.1f %s", bytes, units[u]);
-}
-
 }  // namespace fam::dist

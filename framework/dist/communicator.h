@@ -21,6 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "framework/core/device.h"
+#include "framework/core/host_memory.h"
 #include "framework/core/tensor.h"
 
 namespace fam::dist {
@@ -103,6 +104,6 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateCommunicator(const CommOptio
 std::shared_ptr<Communicator> MakeLocalCommunicator(Device device = Device::CPU());
 
 // Human-readable size for logs: "12.3 MiB".
-std::string FormatBytes(double bytes);
+inline std::string FormatBytes(double bytes) { return FormatByteSize(bytes); }
 
 }  // namespace fam::dist

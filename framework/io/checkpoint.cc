@@ -54,6 +54,7 @@ struct Manifest {
   std::string config_hash;
   int64_t created_unix = 0;
   std::map<std::string, ManifestFile> files;
+  Json json;  // all of it
 };
 
 std::string JoinPath(const std::string& dir, const std::string& name) {
@@ -126,6 +127,7 @@ absl::StatusOr<Manifest> ParseManifest(const std::string& text) {
                      " is not supported (this build reads version ", kVersion, ")"));
   }
   Manifest m;
+  m.json = j;
   if (!j.contains("step") || !j["step"].is_number_integer() || j["step"].get<int64_t>() < 0)
     return bad("'step' is missing or not a non-negative integer");
   m.step = j["step"].get<int64_t>();
@@ -378,6 +380,28 @@ absl::Status WriteTrainerState(const CheckpointData& data, const std::string& te
   return WriteFileAtomic(JoinPath(temp_path, kTrainerState), trainer_text);
 }
 
+// The plain files of `data` (config, tokenizer): names that cannot clash with the checkpoint's own.
+absl::Status CheckPlainFiles(const CheckpointData& data) {
+  for (const auto& [name, bytes] : data.files) {
+    if (!IsPlainFileName(name) || name == kManifest || name == kTrainerState ||
+        name.ends_with(".safetensors") || name.starts_with(".")) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint ", CheckpointDirName(data.step),
+                                                     ": '", name,
+                                                     "' cannot be one of its plain files"));
+    }
+  }
+  static const char* const kReserved[] = {"format",      "version",      "step",  "world_size",
+                                          "config_hash", "created_unix", "files", "shards"};
+  if (!data.manifest_extra.is_object())
+    return absl::InvalidArgumentError("checkpoint: manifest_extra is not a JSON object");
+  for (const char* key : kReserved) {
+    if (data.manifest_extra.contains(key))
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint: manifest key '", key, "' is reserved"));
+  }
+  return absl::OkStatus();
+}
+
 // Sharded checkpoints: "model-rank-0-of-2.safetensors".
 std::string ShardFileName(const char* kind, int rank, int size) {
   return absl::StrCat(kind, "-rank-", rank, "-of-", size, ".safetensors");
@@ -456,6 +480,7 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, bool ve
   out.step = manifest.step;
   out.world_size = manifest.world_size;
   out.config_hash = manifest.config_hash;
+  out.manifest = manifest.json;
   std::map<std::string, std::string> file_of;  // tensor name → the file it came from
   for (const auto& [file, entry] : manifest.files) {
     std::map<std::string, Tensor>* map = TensorMapOf(file, &out);
@@ -491,6 +516,13 @@ absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, bool ve
     }
   }
   return out;
+}
+
+absl::StatusOr<Json> ReadCheckpointManifest(const std::string& path) {
+  Manifest manifest;
+  if (absl::Status s = VerifyReason(path, /*hash=*/false, &manifest); !s.ok())
+    return WithPrefix(s, path);
+  return manifest.json;
 }
 
 CheckpointManager::CheckpointManager(CheckpointOptions options) : options_(std::move(options)) {}
@@ -621,10 +653,15 @@ absl::Status CheckpointManager::SaveShardedImpl(const CheckpointData& data,
         return s;
     }
     if (!root) return absl::OkStatus();
+    if (absl::Status s = CheckPlainFiles(data); !s.ok()) return s;
     if (!data.extra.empty()) {
       if (absl::Status s = write(kState, &data.extra); !s.ok()) return s;
     }
     if (absl::Status s = WriteTrainerState(data, temp_path); !s.ok()) return s;
+    for (const auto& [file, bytes] : data.files) {
+      if (absl::Status s = WriteFileAtomic(JoinPath(temp_path, file), bytes); !s.ok()) return s;
+      if (absl::Status s = write(file, nullptr); !s.ok()) return s;
+    }
     return write(kTrainerState, nullptr);
   });
   std::vector<Json> round2;
@@ -663,6 +700,7 @@ absl::Status CheckpointManager::SaveImpl(const CheckpointData& data) {
     return absl::InvalidArgumentError(
         absl::StrCat("checkpoint: world_size ", data.world_size, " < 1"));
   }
+  if (absl::Status s = CheckPlainFiles(data); !s.ok()) return s;
   const std::string name = CheckpointDirName(data.step);
   const std::string final_path = JoinPath(dir, name);
   const std::string temp_path = JoinPath(dir, absl::StrCat(".tmp-", name, "-", ::getpid()));
@@ -707,6 +745,10 @@ absl::Status CheckpointManager::SaveImpl(const CheckpointData& data) {
 
   if (absl::Status s = WriteTrainerState(data, temp_path); !s.ok()) return s;
   if (absl::Status s = record(kTrainerState); !s.ok()) return s;
+  for (const auto& [file, bytes] : data.files) {
+    if (absl::Status s = WriteFileAtomic(JoinPath(temp_path, file), bytes); !s.ok()) return s;
+    if (absl::Status s = record(file); !s.ok()) return s;
+  }
 
   Json files = Json::object();
   for (const auto& [file, entry] : manifest.files)
@@ -728,6 +770,7 @@ absl::Status CheckpointManager::Commit(const CheckpointData& data, const std::st
                         {"created_unix", static_cast<int64_t>(std::time(nullptr))},
                         {"files", files}};
   if (!shards.is_null()) manifest_json["shards"] = shards;
+  for (const auto& [key, value] : data.manifest_extra.items()) manifest_json[key] = value;
   std::string manifest_text;
   try {
     manifest_text = manifest_json.dump(2) + "\n";

@@ -5,6 +5,7 @@
 //   state.safetensors      other tensors of the trainer (e.g. the FAM state kept by Random State
 //                          Passing), optional
 //   trainer_state.json     step, data-loader position, RNG counters, schedule position, metrics ...
+//   <plain files>          optional, e.g. config.yaml and the tokenizer (CheckpointData::files)
 //   manifest.json          written LAST: step, world_size, config_hash, created time, and for every
 //                          other file its size and sha256. A directory without a valid manifest is
 //                          not a checkpoint.
@@ -53,6 +54,13 @@ struct CheckpointData {
   nlohmann::json trainer_state = nlohmann::json::object();  // → trainer_state.json
   // SaveSharded only: the ZeRO stage recorded in the manifest ("zero1", ...).
   std::string sharding;
+  // Plain files written as they are (name, bytes) and listed in the manifest like the others:
+  // what makes the checkpoint usable on its own, e.g. the run config and the tokenizer. Written by
+  // rank 0 of a sharded save.
+  std::vector<std::pair<std::string, std::string>> files;
+  // More top-level manifest keys (e.g. "run_config", "tokenizer"); the reserved ones (format,
+  // version, step, world_size, config_hash, created_unix, files, shards) are refused.
+  nlohmann::json manifest_extra = nlohmann::json::object();
 };
 
 // The ranks saving one sharded checkpoint together. all_gather is a collective (every member calls
@@ -70,8 +78,13 @@ struct LoadedCheckpoint {
   std::string config_hash;
   std::map<std::string, Tensor> model, optimizer, extra;
   nlohmann::json trainer_state;
-  int shard_files = 0;  // model-rank-*/optimizer-rank-* files (0: an unsharded checkpoint)
+  int shard_files = 0;      // model-rank-*/optimizer-rank-* files (0: an unsharded checkpoint)
+  nlohmann::json manifest;  // the whole manifest.json
 };
+
+// The parsed manifest.json of a checkpoint directory after a size check of the files it lists
+// (no hashing): for reading what a checkpoint carries without loading it.
+absl::StatusOr<nlohmann::json> ReadCheckpointManifest(const std::string& path);
 
 struct CheckpointOptions {
   std::string dir;         // runs/<name>/checkpoints

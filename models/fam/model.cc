@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "framework/autograd/node.h"
+#include "framework/core/host_memory.h"
 #include "framework/core/rng.h"
 #include "framework/ops/ops.h"
 
@@ -22,16 +23,21 @@ uint64_t NameHash(const std::string& name) {
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
 
 SelfAttention::SelfAttention(const ModelConfig& c, DType dt) {
-  q_proj = RegisterModule("q_proj", std::make_unique<nn::Linear>(c.d_model, c.n_heads * c.head_dim, dt));
-  k_proj = RegisterModule("k_proj", std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
-  v_proj = RegisterModule("v_proj", std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
-  o_proj = RegisterModule("o_proj", std::make_unique<nn::Linear>(c.n_heads * c.head_dim, c.d_model, dt));
+  q_proj =
+      RegisterModule("q_proj", std::make_unique<nn::Linear>(c.d_model, c.n_heads * c.head_dim, dt));
+  k_proj = RegisterModule("k_proj",
+                          std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
+  v_proj = RegisterModule("v_proj",
+                          std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
+  o_proj =
+      RegisterModule("o_proj", std::make_unique<nn::Linear>(c.n_heads * c.head_dim, c.d_model, dt));
 }
 
 SwiGluMlp::SwiGluMlp(const ModelConfig& c, DType dt) {
@@ -41,21 +47,25 @@ SwiGluMlp::SwiGluMlp(const ModelConfig& c, DType dt) {
 }
 
 DecoderLayer::DecoderLayer(const ModelConfig& c, DType dt) {
-  input_layernorm = RegisterModule("input_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
+  input_layernorm =
+      RegisterModule("input_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
   self_attn = RegisterModule("self_attn", std::make_unique<SelfAttention>(c, dt));
-  post_attention_layernorm =
-      RegisterModule("post_attention_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
+  post_attention_layernorm = RegisterModule(
+      "post_attention_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
   mlp = RegisterModule("mlp", std::make_unique<SwiGluMlp>(c, dt));
 }
 
 FamPrompt::FamPrompt(const ModelConfig& c, DType dt) {
-  embeddings = RegisterParameter("embeddings", Tensor::Zeros({c.attention.fam_length, c.d_model}, dt));
+  embeddings =
+      RegisterParameter("embeddings", Tensor::Zeros({c.attention.fam_length, c.d_model}, dt));
 }
 
 FamBackbone::FamBackbone(const ModelConfig& c, DType dt) {
-  embed_tokens = RegisterModule("embed_tokens", std::make_unique<nn::Embedding>(c.vocab_size, c.d_model, dt));
+  embed_tokens =
+      RegisterModule("embed_tokens", std::make_unique<nn::Embedding>(c.vocab_size, c.d_model, dt));
   for (int64_t i = 0; i < c.n_layers; ++i)
-    layers.push_back(RegisterModule(absl::StrCat("layers.", i), std::make_unique<DecoderLayer>(c, dt)));
+    layers.push_back(
+        RegisterModule(absl::StrCat("layers.", i), std::make_unique<DecoderLayer>(c, dt)));
   norm = RegisterModule("norm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
   if (c.attention.type == AttentionType::kFam)
     fam = RegisterModule("fam", std::make_unique<FamPrompt>(c, dt));
@@ -71,9 +81,14 @@ int64_t StreamingState::Bytes() const {
 
 FamModel::FamModel(const ModelConfig& config, DType dtype) : config_(config) {
   ThrowIfError(config_.Validate());
+  // Built on the host: refuse before allocating what this machine could never hold.
+  ThrowIfError(config_.CheckParametersFit(static_cast<double>(DTypeSize(dtype)),
+                                          static_cast<double>(HostMemoryBytes()),
+                                          "this machine's"));
   model_ = RegisterModule("model", std::make_unique<FamBackbone>(config_, dtype));
   if (!config_.tie_embeddings)
-    lm_head_ = RegisterModule("lm_head", std::make_unique<nn::Linear>(config_.d_model, config_.vocab_size, dtype));
+    lm_head_ = RegisterModule(
+        "lm_head", std::make_unique<nn::Linear>(config_.d_model, config_.vocab_size, dtype));
 }
 
 Device FamModel::device() const { return model_->embed_tokens->weight().device(); }
@@ -152,7 +167,8 @@ FamModel::Heads FamModel::Project(const DecoderLayer& layer, const Tensor& rows,
 
 Tensor FamModel::OutputProjection(const DecoderLayer& layer, const Tensor& heads) const {
   const int64_t b = heads.size(0), n = heads.size(2);
-  Tensor merged = ops::Reshape(ops::Permute(heads, {0, 2, 1, 3}), {b, n, config_.n_heads * config_.head_dim});
+  Tensor merged =
+      ops::Reshape(ops::Permute(heads, {0, 2, 1, 3}), {b, n, config_.n_heads * config_.head_dim});
   return layer.self_attn->o_proj->Forward(merged);
 }
 
@@ -204,7 +220,9 @@ std::vector<Tensor> FamModel::InitialFamState(int64_t batch,
   return states;
 }
 
-Tensor FamModel::Logits(const Tensor& hidden) const { return ops::Linear(hidden, lm_head_weight()); }
+Tensor FamModel::Logits(const Tensor& hidden) const {
+  return ops::Linear(hidden, lm_head_weight());
+}
 
 Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& positions,
                               const Tensor& state, bool state_is_initial,
@@ -230,8 +248,8 @@ Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& position
       if (s.defined()) {
         // The state's positions for this block: a view of the table made once per forward (no
         // host-to-device copy, and so no synchronisation, inside the block loop).
-        const Tensor fam_positions = ops::Reshape(ops::Slice(state_positions, 0, tau, tau + 1),
-                                                  {batch, config_.fam_rows()});
+        const Tensor fam_positions =
+            ops::Reshape(ops::Slice(state_positions, 0, tau, tau + 1), {batch, config_.fam_rows()});
         Heads fh = Project(layer, s, fam_positions);
         outputs.push_back(ops::Attention(q, {fh.k, keys}, {fh.v, values},
                                          {KeyMask::kAll, KeyMask::kCausal}, scale));
@@ -250,8 +268,7 @@ Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& position
 
 Tensor FamModel::RecomputedLayerForward(int64_t l, const Tensor& x, const Tensor& positions,
                                         const Tensor& state, bool state_is_initial,
-                                        const Tensor& state_positions,
-                                        Tensor* final_state) const {
+                                        const Tensor& state_positions, Tensor* final_state) const {
   const DecoderLayer& layer = *model_->layers[l];
   std::vector<Tensor> params;
   for (const Tensor& p : layer.Parameters())
@@ -382,7 +399,8 @@ StreamingState FamModel::NewStreamingState(int64_t batch) const {
     NoGradGuard no_grad;
     std::vector<Tensor> init = InitialFamState(1, {});
     for (int64_t l = 0; l < config_.n_layers; ++l) {
-      state.layers[l].fam = ops::Contiguous(ops::Expand(init[l], {batch, config_.fam_rows(), config_.d_model}));
+      state.layers[l].fam =
+          ops::Contiguous(ops::Expand(init[l], {batch, config_.fam_rows(), config_.d_model}));
       state.layers[l].fam_is_initial = true;
     }
   }
@@ -423,8 +441,10 @@ Tensor FamModel::ForwardStreaming(const Tensor& tokens, StreamingState& state) c
       Tensor attn;
       Heads fh;
       if (f > 0) {
-        fh = Project(layer, ls.fam, StatePositions(batch, block_start, ls.fam_is_initial && block_start == 0, {}));
-        attn = ops::Attention(h.q, {fh.k, keys}, {fh.v, values}, {KeyMask::kAll, KeyMask::kCausal}, scale);
+        fh = Project(layer, ls.fam,
+                     StatePositions(batch, block_start, ls.fam_is_initial && block_start == 0, {}));
+        attn = ops::Attention(h.q, {fh.k, keys}, {fh.v, values}, {KeyMask::kAll, KeyMask::kCausal},
+                              scale);
       } else {
         attn = ops::Attention(h.q, {keys}, {values}, {KeyMask::kCausal}, scale);
       }

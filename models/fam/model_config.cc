@@ -1,25 +1,36 @@
 #include "models/fam/model_config.h"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "framework/core/host_memory.h"
 
 namespace fam {
 
 const char* AttentionTypeName(AttentionType type) {
   switch (type) {
-    case AttentionType::kFull: return "full";
-    case AttentionType::kBswa: return "bswa";
-    case AttentionType::kFam: return "fam";
+    case AttentionType::kFull:
+      return "full";
+    case AttentionType::kBswa:
+      return "bswa";
+    case AttentionType::kFam:
+      return "fam";
   }
   return "?";
 }
 
 bool ParseAttentionType(const std::string& text, AttentionType* type) {
-  if (text == "full") *type = AttentionType::kFull;
-  else if (text == "bswa") *type = AttentionType::kBswa;
-  else if (text == "fam") *type = AttentionType::kFam;
-  else return false;
+  if (text == "full")
+    *type = AttentionType::kFull;
+  else if (text == "bswa")
+    *type = AttentionType::kBswa;
+  else if (text == "fam")
+    *type = AttentionType::kFam;
+  else
+    return false;
   return true;
 }
 
@@ -50,7 +61,57 @@ absl::Status ModelConfig::Validate() const {
   if (training.state_passing_prob < 0 || training.state_passing_prob > 1)
     return bad("training.state_passing_prob", "must be in [0, 1], got ",
                training.state_passing_prob);
-  return absl::OkStatus();
+  // Sizes whose element counts would overflow (whatever the memory).
+  return CheckParametersFit(1, 0, "");
+}
+
+absl::Status ModelConfig::CheckParametersFit(double bytes_per_value, double available_bytes,
+                                             const std::string& where,
+                                             const std::string& purpose) const {
+  // In doubles: a config this check is for overflows int64 element counts.
+  const double d = static_cast<double>(d_model), layers = static_cast<double>(n_layers);
+  const double q = static_cast<double>(n_heads) * static_cast<double>(head_dim);
+  const double kv = static_cast<double>(n_kv_heads) * static_cast<double>(head_dim);
+  struct Group {
+    std::string what;  // the tensors and the keys that size them
+    double values;
+  };
+  const double embed = static_cast<double>(vocab_size) * d;
+  const std::vector<Group> groups = {
+      {absl::StrCat("the token embeddings (model.vocab_size ", vocab_size, " x model.d_model ",
+                    d_model, ")"),
+       embed},
+      {absl::StrCat("the LM head (model.vocab_size ", vocab_size, " x model.d_model ", d_model,
+                    "; model.tie_embeddings false)"),
+       tie_embeddings ? 0 : embed},
+      {absl::StrCat("the attention projections (model.n_layers ", n_layers, " x model.d_model ",
+                    d_model, " x (2 x model.n_heads ", n_heads, " + 2 x model.n_kv_heads ",
+                    n_kv_heads, ") x model.head_dim ", head_dim, ")"),
+       layers * d * (2 * q + 2 * kv)},
+      {absl::StrCat("the feed-forward layers (model.n_layers ", n_layers, " x 3 x model.d_model ",
+                    d_model, " x model.ffn_dim ", ffn_dim, ")"),
+       layers * 3 * d * static_cast<double>(ffn_dim)},
+      {absl::StrCat("the FAM prompt (model.attention.fam_length ", fam_rows(), " x model.d_model ",
+                    d_model, ")"),
+       static_cast<double>(fam_rows()) * d}};
+  double total = layers * 2 * d + d;  // norms
+  const Group* largest = &groups[0];
+  for (const Group& g : groups) {
+    total += g.values;
+    if (g.values > largest->values) largest = &g;
+  }
+  const double bytes = total * bytes_per_value;
+  // Element counts must stay far inside int64 whatever the memory (shapes, offsets, FLOPs).
+  constexpr double kMaxValues = 4.0e18;
+  const bool too_many = total > kMaxValues || largest->values > kMaxValues;
+  if (!too_many && (available_bytes <= 0 || bytes <= available_bytes)) return absl::OkStatus();
+  std::string limit = too_many ? "more than any machine can address"
+                               : absl::StrCat("more than ", where, " ",
+                                              FormatByteSize(available_bytes), " of memory");
+  return absl::InvalidArgumentError(
+      absl::StrCat("the model's ", absl::StrFormat("%.4g", total), " parameters need ",
+                   FormatByteSize(bytes), purpose, ", ", limit, "; the largest part is ",
+                   largest->what, ": ", FormatByteSize(largest->values * bytes_per_value)));
 }
 
 int64_t ModelConfig::NonEmbeddingParameterCount() const {
@@ -76,7 +137,7 @@ double ModelConfig::AttendedKeysPerToken(int64_t seq_len) const {
     const int64_t n = std::min(b, seq_len - start);
     const int64_t memory = std::min(tau, m) * b;
     total += n * (memory + f) + n * (n + 1) / 2.0;  // block tokens
-    total += f * (f + n);                            // FAM rows (counted per token below)
+    total += f * (f + n);                           // FAM rows (counted per token below)
   }
   return total / static_cast<double>(seq_len);
 }
@@ -88,8 +149,10 @@ double ModelConfig::TrainingFlopsPerToken(int64_t seq_len) const {
   // FAM rows go through every layer's projections and FFN as extra rows: F/B more per token.
   double extra_rows = 0;
   if (fam_rows() > 0) extra_rows = static_cast<double>(fam_rows()) / attention.block_size;
-  double per_layer_linear = static_cast<double>(NonEmbeddingParameterCount() - fam_rows() * d_model -
-                                                d_model) / n_layers - 2.0 * d_model;
+  double per_layer_linear =
+      static_cast<double>(NonEmbeddingParameterCount() - fam_rows() * d_model - d_model) /
+          n_layers -
+      2.0 * d_model;
   double flops = 6.0 * matmul_params + 6.0 * extra_rows * per_layer_linear * n_layers;
   // Attention: QKᵀ and PV, 2 FLOPs per MAC each, ×3 for forward + backward.
   flops += 6.0 * 2.0 * n_layers * n_heads * head_dim * AttendedKeysPerToken(seq_len);

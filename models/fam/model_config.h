@@ -15,9 +15,9 @@ bool ParseAttentionType(const std::string& text, AttentionType* type);
 
 struct AttentionConfig {
   AttentionType type = AttentionType::kFam;
-  int64_t block_size = 1024;      // B
-  int64_t memory_segments = 3;    // m
-  int64_t fam_length = 64;        // F (FAM only)
+  int64_t block_size = 1024;    // B
+  int64_t memory_segments = 3;  // m
+  int64_t fam_length = 64;      // F (FAM only)
 };
 
 // Training-only tricks of FAM_SPEC.md §6 (both off in inference and in `fam forward`).
@@ -44,7 +44,9 @@ struct ModelConfig {
   // Checks ranges and consistency; the message names the offending key (e.g. "model.n_heads").
   absl::Status Validate() const;
 
-  int64_t fam_rows() const { return attention.type == AttentionType::kFam ? attention.fam_length : 0; }
+  int64_t fam_rows() const {
+    return attention.type == AttentionType::kFam ? attention.fam_length : 0;
+  }
   // Exact number of parameters (embeddings, layers, final norm, LM head unless tied, FAM prompt).
   int64_t ParameterCount() const;
   int64_t NonEmbeddingParameterCount() const;
@@ -53,6 +55,12 @@ struct ModelConfig {
   double TrainingFlopsPerToken(int64_t seq_len) const;
   // Average number of keys a token attends to at sequence length seq_len.
   double AttendedKeysPerToken(int64_t seq_len) const;
+  // Refuses (InvalidArgument naming the keys that make it so big) a model whose parameters, at
+  // `bytes_per_value` each, exceed `available_bytes` (e.g. HostMemoryBytes(); 0 = unknown: only
+  // sizes beyond any address space are refused). `where` names the memory ("this machine's"),
+  // `purpose` what the bytes are for (" to train (...)", or "").
+  absl::Status CheckParametersFit(double bytes_per_value, double available_bytes,
+                                  const std::string& where, const std::string& purpose = "") const;
 };
 
 }  // namespace fam
