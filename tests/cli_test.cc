@@ -28,6 +28,7 @@ namespace fs = std::filesystem;
 
 using RunOutput = testing::CommandResult;
 using testing::FamBinary;
+using testing::RunCommand;
 using testing::RunFam;
 
 class CliTest : public ::testing::Test {
@@ -159,6 +160,42 @@ TEST_F(CliTest, ForwardRoundTripAndBadInput) {
   EXPECT_NE(nofile.output.find("none.safetensors"), std::string::npos) << nofile.output;
 }
 
+// A message quoting bytes of a file reaches the terminal escaped, on one line.
+TEST_F(CliTest, ErrorsEscapeBytesQuotedFromFiles) {
+  const std::string tokens = Write("raw.txt", "1 2 \xff\x1b[31mred\n3\n");
+  RunOutput bad = RunFam("forward --model " + ModelYaml() + " --weights " +
+                         (dir_ / "none.safetensors").string() + " --tokens " + tokens + " --out " +
+                         (dir_ / "out.npy").string());
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("\"\\xff\\x1b[31mred\""), std::string::npos) << bad.output;
+  EXPECT_EQ(bad.output.find('\xff'), std::string::npos);
+  EXPECT_EQ(bad.output.find('\x1b'), std::string::npos);
+}
+
+// Sizes this machine can never hold are refused before allocating, naming the keys (exit 2).
+TEST_F(CliTest, RefusesModelsLargerThanTheMachine) {
+  std::string yaml = testing::Slurp(ModelYaml());
+  yaml.replace(yaml.find("vocab_size: 50"), 14, "vocab_size: 50000000000000");
+  const std::string huge = Write("huge.yaml", yaml);
+  const std::string tokens = Write("ids.txt", "1 2 3\n");
+  RunOutput forward = RunFam("forward --model " + huge + " --weights " +
+                             (dir_ / "none.safetensors").string() + " --tokens " + tokens +
+                             " --out " + (dir_ / "out.npy").string());
+  EXPECT_EQ(forward.exit_code, 2) << forward.output;
+  EXPECT_NE(forward.output.find("more than this machine's"), std::string::npos) << forward.output;
+  EXPECT_NE(forward.output.find("token embeddings (model.vocab_size 50000000000000 x "
+                                "model.d_model 16)"),
+            std::string::npos)
+      << forward.output;
+  EXPECT_EQ(forward.output.find("out of host memory"), std::string::npos) << forward.output;
+  // Counts beyond any address space are refused by the config check itself.
+  yaml.replace(yaml.find("vocab_size: 50000000000000"), 26, "vocab_size: 9000000000000000000");
+  RunOutput overflow = RunFam("info --model " + Write("overflow.yaml", yaml));
+  EXPECT_EQ(overflow.exit_code, 2) << overflow.output;
+  EXPECT_NE(overflow.output.find("more than any machine can address"), std::string::npos)
+      << overflow.output;
+}
+
 class CliTrainTest : public CliTest {
  protected:
   std::string Experiment(int steps) {
@@ -197,6 +234,23 @@ checkpoint: {interval: 5, keep_last: 2}
     for (int i = 0; i < 600 && TrainLines() < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 };
+
+// Training keeps gradients and AdamW moments next to the weights: with less memory than that
+// (FAM_HOST_MEMORY_BYTES stands in for a small machine) the run is refused before it starts.
+TEST_F(CliTrainTest, RefusesARunTheMachineCannotHold) {
+  const std::string config = Experiment(3);
+  RunOutput small = RunCommand("FAM_HOST_MEMORY_BYTES=200000 " + FamBinary() + " train --config " +
+                               config);
+  EXPECT_EQ(small.exit_code, 2) << small.output;
+  EXPECT_NE(small.output.find("to train (weights, f32 gradients and AdamW moments), more than "
+                              "this machine's 195.3 KiB of memory"),
+            std::string::npos)
+      << small.output;
+  EXPECT_FALSE(fs::exists(dir_ / "runs" / "sig"));
+  RunOutput enough = RunCommand("FAM_HOST_MEMORY_BYTES=2000000000 " + FamBinary() +
+                                " train --config " + config);
+  EXPECT_EQ(enough.exit_code, 0) << enough.output;
+}
 
 TEST_F(CliTrainTest, SigtermSavesACheckpointAndExitsCleanly) {
   std::string config = Experiment(100000);

@@ -305,7 +305,8 @@ TEST_F(DistTrainTest, ShardedCheckpointsResumeOnAnyWorldSize) {
   RunOutput straight = Train(0, "straight12", {batch, eval});
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
   // ZeRO-1 on 2 ranks to step 4: one model and one optimizer shard per rank, written by each rank
-  // (nothing gathered to rank 0: no unsharded model/optimizer file).
+  // (nothing gathered to rank 0: no unsharded model/optimizer file); rank 0 adds the run config
+  // (the test data has no tokenizer).
   RunOutput first = Train(2, "sharded", {batch, eval, zero1, "trainer.steps=4"});
   ASSERT_EQ(first.exit_code, 0) << first.output;
   const fs::path step4 = dir_ / "runs" / "sharded" / "checkpoints" / "step-00000004";
@@ -313,7 +314,7 @@ TEST_F(DistTrainTest, ShardedCheckpointsResumeOnAnyWorldSize) {
             (std::set<std::string>{"model-rank-0-of-2.safetensors", "model-rank-1-of-2.safetensors",
                                    "optimizer-rank-0-of-2.safetensors",
                                    "optimizer-rank-1-of-2.safetensors", "state.safetensors",
-                                   "trainer_state.json", "manifest.json"}));
+                                   "trainer_state.json", "config.yaml", "manifest.json"}));
   std::ifstream manifest_in(step4 / "manifest.json");
   const nlohmann::json manifest = nlohmann::json::parse(manifest_in);
   EXPECT_EQ(manifest["shards"], (nlohmann::json{{"world_size", 2}, {"zero", "zero1"}}));
