@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     --fam) need_value "$@"; FAM=$2; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "$0: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -74,7 +74,11 @@ if command -v nvidia-smi > /dev/null 2>&1; then
   GPUS=$(nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true)
 fi
 if [ -z "$PER_NODE" ]; then
-  PER_NODE=$(( GPUS > 0 ? GPUS : 2 ))
+  if [ -z "$HOSTFILE" ] && [ -n "$NP" ]; then
+    PER_NODE=$NP  # one machine: every rank on it
+  else
+    PER_NODE=$(( GPUS > 0 ? GPUS : 2 ))
+  fi
 fi
 NODES=1
 if [ -n "$HOSTFILE" ]; then
