@@ -496,6 +496,20 @@ TEST_F(DistTrainTest, RefusesAWorldThatDoesNotDivideTheBatch) {
   EXPECT_NE(three.output.find("error: rank 0: "), std::string::npos) << three.output;
 }
 
+// One rank failing alone (here rank 1 is started with a shard glob that matches nothing, through
+// mpirun's MPMD syntax): that rank's error is the job's one line, and rank 0 says nothing.
+TEST_F(DistTrainTest, OneRanksErrorIsPrintedOnceByThatRank) {
+  const std::string train =
+      FamBinary() + " train --config " + (dir_ / "exp.yaml").string() + " --set name=one_fails";
+  RunOutput run =
+      RunCommand(mpirun_ + " --oversubscribe --bind-to none -np 1 " + train + " : -np 1 " + train +
+                 " --set data.train=" + (dir_ / "missing-*.bin").string());
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_EQ(ErrorLines(run.output), 1) << run.output;
+  EXPECT_NE(run.output.find("error: rank 1: no token shard matches"), std::string::npos)
+      << run.output;
+}
+
 // A config every rank fails to read (before any communicator exists) is reported once too.
 TEST_F(DistTrainTest, ABadConfigIsReportedOnceForTheJob) {
   RunOutput bad = Train(2, "bad", {"trainer.steps=0"});
