@@ -1,12 +1,22 @@
 #include <unordered_map>
 
 #include "framework/autograd/node.h"
-#include "framework/ops/ops.h"
 
 namespace fam {
 namespace {
 thread_local bool grad_enabled = true;
+
+GradArithmetic g_arithmetic;  // installed by the ops layer before any backward runs
+
+const GradArithmetic& Arithmetic() {
+  if (g_arithmetic.add == nullptr)
+    ThrowError(absl::StatusCode::kInternal,
+               "autograd: no gradient arithmetic installed (framework/ops is not linked in)");
+  return g_arithmetic;
+}
 }  // namespace
+
+void InstallGradArithmetic(const GradArithmetic& arithmetic) { g_arithmetic = arithmetic; }
 
 bool GradEnabled() { return grad_enabled; }
 NoGradGuard::NoGradGuard() : previous_(grad_enabled) { grad_enabled = false; }
@@ -22,11 +32,12 @@ std::vector<Tensor> AccumulateGrad::Backward(const Tensor& grad_output) {
     ThrowError(absl::StatusCode::kInternal, "gradient of shape ", ShapeString(g.shape()),
                " for a leaf of shape ", ShapeString(leaf->shape));
   }
-  if (const DType dtype = GradDType(leaf->dtype); g.dtype() != dtype) g = ops::Cast(g, dtype);
+  if (const DType dtype = GradDType(leaf->dtype); g.dtype() != dtype)
+    g = Arithmetic().cast(g, dtype);
   if (!leaf->grad) {
-    leaf->grad = ops::Clone(g).impl_ptr();
+    leaf->grad = Arithmetic().clone(g).impl_ptr();
   } else {
-    ops::AddInPlace(Tensor(leaf->grad), g);
+    Arithmetic().add_in_place(Tensor(leaf->grad), g);
   }
   if (leaf->grad_ready_hook) leaf->grad_ready_hook();
   return {};
@@ -37,7 +48,8 @@ std::shared_ptr<Node> GradEdge(const Tensor& t) {
   if (t.grad_fn()) return t.grad_fn();
   if (!t.requires_grad()) return nullptr;
   TensorImpl& impl = t.impl();
-  if (!impl.grad_accumulator) impl.grad_accumulator = std::make_shared<AccumulateGrad>(t.impl_ptr());
+  if (!impl.grad_accumulator)
+    impl.grad_accumulator = std::make_shared<AccumulateGrad>(t.impl_ptr());
   return impl.grad_accumulator;
 }
 
@@ -114,7 +126,7 @@ void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* captu
     if (acc && g.defined()) {
       if (std::shared_ptr<TensorImpl> leaf = acc->leaf()) {
         Tensor& slot = (*capture)[leaf.get()];
-        slot = slot.defined() ? ops::Add(slot, g) : g;
+        slot = slot.defined() ? Arithmetic().add(slot, g) : g;
       }
     } else if (g.defined()) {
       if (node->released) {
@@ -134,7 +146,7 @@ void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* captu
       Node* target = next[i].get();
       if (i < input_grads.size() && input_grads[i].defined()) {
         Tensor& slot = grads[target];
-        slot = slot.defined() ? ops::Add(slot, input_grads[i]) : input_grads[i];
+        slot = slot.defined() ? Arithmetic().add(slot, input_grads[i]) : input_grads[i];
       }
       if (--pending[target] == 0) ready.push_back(next[i]);
     }

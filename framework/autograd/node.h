@@ -32,6 +32,17 @@ inline DType GradDType(DType leaf_dtype) {
   return leaf_dtype == DType::kBF16 ? DType::kF32 : leaf_dtype;
 }
 
+// The tensor arithmetic the engine sums gradients with. Autograd sits below the ops layer
+// (docs/layers.txt), which installs these when it is linked in (framework/ops/op_util.cc); the
+// engine itself names no op.
+struct GradArithmetic {
+  Tensor (*add)(const Tensor& a, const Tensor& b) = nullptr;             // a + b, a new tensor
+  void (*add_in_place)(const Tensor& dst, const Tensor& src) = nullptr;  // dst += src
+  Tensor (*cast)(const Tensor& x, DType dtype) = nullptr;
+  Tensor (*clone)(const Tensor& x) = nullptr;
+};
+void InstallGradArithmetic(const GradArithmetic& arithmetic);
+
 // Sink for a leaf tensor: adds the incoming gradient into leaf.grad (in GradDType(leaf dtype)).
 class AccumulateGrad : public Node {
  public:

@@ -35,6 +35,24 @@ Registry& TheRegistry() {
   return registry;
 }
 
+// Storage's allocators (framework/core/storage.h): each device type allocates through its backend.
+class BackendAllocator final : public DeviceAllocator {
+ public:
+  void* Allocate(size_t nbytes, Device device) override {
+    return GetBackend(device).Allocate(nbytes);
+  }
+  void Free(void* data, size_t nbytes, Device device) override {
+    GetBackend(device).Free(data, nbytes);
+  }
+};
+
+const bool g_allocators_registered = [] {
+  static BackendAllocator allocator;
+  RegisterAllocator(DeviceType::kCPU, &allocator);
+  RegisterAllocator(DeviceType::kCUDA, &allocator);
+  return true;
+}();
+
 }  // namespace
 
 bool DeviceAvailable(Device device, std::string* why) {
@@ -81,8 +99,8 @@ Backend& GetBackend(Device device) {
 #else
   DeviceAvailable(device, &reason);
 #endif
-  ThrowError(absl::StatusCode::kUnavailable, "device ", device.ToString(), " is unavailable: ",
-             reason);
+  ThrowError(absl::StatusCode::kUnavailable, "device ", device.ToString(),
+             " is unavailable: ", reason);
 }
 
 }  // namespace fam

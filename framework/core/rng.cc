@@ -3,8 +3,6 @@
 #include <cmath>
 #include <vector>
 
-#include "framework/ops/ops.h"
-
 namespace fam {
 
 std::array<uint32_t, 4> Philox(uint64_t seed, uint64_t stream, uint64_t offset) {
@@ -50,28 +48,6 @@ uint64_t Generator::UniformInt(uint64_t n) {
   std::array<uint32_t, 4> r = Philox(seed_, stream_, offset_++);
   uint64_t x = (static_cast<uint64_t>(r[0]) << 32) | r[1];
   return n == 0 ? 0 : x % n;
-}
-
-void Generator::FillNormal(const Tensor& t, double mean, double std) {
-  const int64_t n = t.numel();
-  Tensor host = Tensor::Empty(t.shape(), DType::kF64);
-  double* p = host.data<double>();
-  const uint64_t base = offset_;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) p[i] = mean + std * NormalAt(seed_, stream_, base + i);
-  offset_ += n;
-  ops::CopyInPlace(t, ops::To(host, t.device()));
-}
-
-void Generator::FillUniform(const Tensor& t, double lo, double hi) {
-  const int64_t n = t.numel();
-  Tensor host = Tensor::Empty(t.shape(), DType::kF64);
-  double* p = host.data<double>();
-  const uint64_t base = offset_;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) p[i] = lo + (hi - lo) * UniformAt(seed_, stream_, base + i);
-  offset_ += n;
-  ops::CopyInPlace(t, ops::To(host, t.device()));
 }
 
 }  // namespace fam

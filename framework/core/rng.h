@@ -34,6 +34,8 @@ class Generator {
 
   // Fills a floating tensor (any device via host staging) with N(mean, std²) / U[lo, hi);
   // value i of the tensor is the stream's value at offset()+i, then offset advances by numel.
+  // Fill t (on any device) with the next t.numel() values; defined in
+  // framework/ops/tensor_methods.cc.
   void FillNormal(const Tensor& t, double mean, double std);
   void FillUniform(const Tensor& t, double lo, double hi);
 

@@ -1,14 +1,37 @@
 #include "framework/core/storage.h"
 
-#include "framework/backends/registry.h"
+#include <array>
+#include <atomic>
 
 namespace fam {
+namespace {
+
+// One slot per DeviceType; written once at start-up by the backend layer.
+std::array<std::atomic<DeviceAllocator*>, 2> g_allocators{};
+
+DeviceAllocator& AllocatorFor(Device device) {
+  const auto slot = static_cast<size_t>(device.type);
+  DeviceAllocator* allocator = slot < g_allocators.size() ? g_allocators[slot].load() : nullptr;
+  if (allocator == nullptr)
+    ThrowError(absl::StatusCode::kUnavailable, "no allocator is registered for ", device.ToString(),
+               " (the backend layer registers them)");
+  return *allocator;
+}
+
+}  // namespace
+
+void RegisterAllocator(DeviceType type, DeviceAllocator* allocator) {
+  const auto slot = static_cast<size_t>(type);
+  FAM_ASSERT(slot < g_allocators.size());
+  g_allocators[slot].store(allocator);
+}
 
 std::shared_ptr<Storage> Storage::Allocate(size_t nbytes, Device device) {
-  Backend& backend = GetBackend(device);
-  void* data = backend.Allocate(nbytes);
-  return std::make_shared<Storage>(data, nbytes, device,
-                                   [&backend, data, nbytes] { backend.Free(data, nbytes); });
+  DeviceAllocator& allocator = AllocatorFor(device);
+  void* data = allocator.Allocate(nbytes, device);
+  return std::make_shared<Storage>(data, nbytes, device, [&allocator, data, nbytes, device] {
+    allocator.Free(data, nbytes, device);
+  });
 }
 
 std::shared_ptr<Storage> Storage::Wrap(void* data, size_t nbytes, Device device,
@@ -28,10 +51,10 @@ void Storage::Release(std::string why) {
 
 void Storage::Materialize() {
   FAM_CHECK(released_, "Storage::Materialize: the storage of ", nbytes_, " bytes holds memory");
-  Backend& backend = GetBackend(device_);
-  void* data = backend.Allocate(nbytes_);
+  DeviceAllocator& allocator = AllocatorFor(device_);
+  void* data = allocator.Allocate(nbytes_, device_);
   data_ = data;
-  release_ = [&backend, data, n = nbytes_] { backend.Free(data, n); };
+  release_ = [&allocator, data, n = nbytes_, device = device_] { allocator.Free(data, n, device); };
   released_ = false;
 }
 

@@ -1,8 +1,8 @@
-// Reference-counted raw memory owned by one device's backend. Tensors share a Storage through
-// std::shared_ptr, so views never copy and memory is released when the last view goes away.
-// ZeRO-3 (framework/dist/sharded_parameters.h) can also release a Storage's memory in place and
-// give it memory again later: every tensor and saved autograd view sharing the object then sees
-// the new data, and reading a released storage is an error naming why it was released.
+// Reference-counted raw memory of one device, from the allocator its backend registered. Tensors
+// share a Storage through std::shared_ptr, so views never copy and memory is released when the last
+// view goes away. ZeRO-3 (framework/dist/sharded_parameters.h) can also release a Storage's memory
+// in place and give it memory again later: every tensor and saved autograd view sharing the object
+// then sees the new data, and reading a released storage is an error naming why it was released.
 #pragma once
 
 #include <cstddef>
@@ -15,9 +15,20 @@
 
 namespace fam {
 
+// Where Storage gets memory for one device type. The backend layer registers one per type
+// (framework/backends/registry.cc); core itself knows no backend.
+class DeviceAllocator {
+ public:
+  virtual ~DeviceAllocator() = default;
+  virtual void* Allocate(size_t nbytes, Device device) = 0;
+  virtual void Free(void* data, size_t nbytes, Device device) = 0;
+};
+// Installs the allocator of `type` (not owned; it must outlive every storage it allocated).
+void RegisterAllocator(DeviceType type, DeviceAllocator* allocator);
+
 class Storage {
  public:
-  // Allocates nbytes on device through its backend (uninitialised).
+  // Allocates nbytes on device through its registered allocator (uninitialised).
   static std::shared_ptr<Storage> Allocate(size_t nbytes, Device device);
   // Wraps memory owned by someone else (e.g. an mmap'ed file); release runs when the storage dies.
   static std::shared_ptr<Storage> Wrap(void* data, size_t nbytes, Device device,

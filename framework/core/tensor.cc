@@ -1,10 +1,7 @@
 #include "framework/core/tensor.h"
 
+#include <algorithm>
 #include <cmath>
-
-#include "framework/autograd/node.h"
-#include "framework/backends/registry.h"
-#include "framework/ops/ops.h"
 
 namespace fam {
 
@@ -20,28 +17,9 @@ Tensor Tensor::MakeView(std::shared_ptr<Storage> storage, const Shape& shape,
 }
 
 Tensor Tensor::Empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape)
-    FAM_CHECK(d >= 0, "negative dimension in shape ", ShapeString(shape));
+  for (int64_t d : shape) FAM_CHECK(d >= 0, "negative dimension in shape ", ShapeString(shape));
   size_t nbytes = static_cast<size_t>(NumElements(shape)) * DTypeSize(dtype);
   return MakeView(Storage::Allocate(nbytes, device), shape, ContiguousStrides(shape), 0, dtype);
-}
-
-Tensor Tensor::Zeros(const Shape& shape, DType dtype, Device device) {
-  return Full(shape, 0.0, dtype, device);
-}
-
-Tensor Tensor::Full(const Shape& shape, double value, DType dtype, Device device) {
-  Tensor t = Empty(shape, dtype, device);
-  GetBackend(device).Fill(t, value);
-  return t;
-}
-
-Tensor Tensor::FromVector(const std::vector<double>& values, const Shape& shape, DType dtype) {
-  FAM_CHECK(static_cast<int64_t>(values.size()) == NumElements(shape), values.size(),
-            " values do not fill shape ", ShapeString(shape));
-  Tensor t = Empty(shape, DType::kF64);
-  std::copy(values.begin(), values.end(), t.data<double>());
-  return dtype == DType::kF64 ? t : ops::Cast(t, dtype);
 }
 
 Tensor Tensor::FromFloats(const std::vector<float>& values, const Shape& shape) {
@@ -92,42 +70,8 @@ std::string Tensor::Describe() const {
 }
 
 void* Tensor::raw_data() const {
-  return static_cast<char*>(storage()->data()) + offset() * static_cast<int64_t>(DTypeSize(dtype()));
-}
-
-namespace {
-
-// A CPU tensor with t's values: t itself, or a copy from its device (synchronising).
-Tensor HostView(const Tensor& t) {
-  return t.device().is_cpu() ? t : ops::To(t.detach(), Device::CPU());
-}
-
-}  // namespace
-
-std::vector<double> Tensor::ToDoubles() const {
-  const Tensor host = HostView(*this);
-  Tensor t = Tensor::Empty(shape(), DType::kF64);
-  GetBackend(Device::CPU()).Copy(host, t);
-  const double* p = t.data<double>();
-  return std::vector<double>(p, p + numel());
-}
-
-std::vector<float> Tensor::ToFloats() const {
-  std::vector<double> d = ToDoubles();
-  return std::vector<float>(d.begin(), d.end());
-}
-
-std::vector<int64_t> Tensor::ToInts() const {
-  const Tensor host = HostView(*this);
-  Tensor t = Tensor::Empty(shape(), DType::kI64);
-  GetBackend(Device::CPU()).Copy(host, t);
-  const int64_t* p = t.data<int64_t>();
-  return std::vector<int64_t>(p, p + numel());
-}
-
-double Tensor::item() const {
-  FAM_CHECK(numel() == 1, "item() needs a one-element tensor, got ", Describe());
-  return ToDoubles()[0];
+  return static_cast<char*>(storage()->data()) +
+         offset() * static_cast<int64_t>(DTypeSize(dtype()));
 }
 
 Tensor& Tensor::set_requires_grad(bool value) {
@@ -138,21 +82,6 @@ Tensor& Tensor::set_requires_grad(bool value) {
   return *this;
 }
 
-Tensor Tensor::detach() const {
-  return MakeView(storage(), shape(), strides(), offset(), dtype());
-}
-
-Tensor Tensor::reshape(const Shape& shape) const { return ops::Reshape(*this, shape); }
-Tensor Tensor::transpose(int64_t a, int64_t b) const { return ops::Transpose(*this, a, b); }
-Tensor Tensor::permute(const std::vector<int64_t>& dims) const { return ops::Permute(*this, dims); }
-Tensor Tensor::slice(int64_t axis, int64_t start, int64_t end) const {
-  return ops::Slice(*this, axis, start, end);
-}
-Tensor Tensor::unsqueeze(int64_t axis) const { return ops::Unsqueeze(*this, axis); }
-Tensor Tensor::squeeze(int64_t axis) const { return ops::Squeeze(*this, axis); }
-Tensor Tensor::expand(const Shape& shape) const { return ops::Expand(*this, shape); }
-Tensor Tensor::contiguous() const { return ops::Contiguous(*this); }
-Tensor Tensor::to(DType dtype) const { return ops::Cast(*this, dtype); }
-Tensor Tensor::clone() const { return ops::Clone(*this); }
+Tensor Tensor::detach() const { return MakeView(storage(), shape(), strides(), offset(), dtype()); }
 
 }  // namespace fam

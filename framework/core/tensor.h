@@ -1,7 +1,8 @@
-// Tensor: a cheap handle (shared_ptr) to shape, strides, offset, dtype and a shared Storage, plus the
-// autograd fields (requires_grad, grad, grad_fn). Views (reshape, transpose, permute, slice, expand)
-// share storage; contiguous() copies only when needed. Differentiable view and math functions live in
-// framework/ops; the member functions here that are differentiable forward to them.
+// Tensor: a cheap handle (shared_ptr) to shape, strides, offset, dtype and a shared Storage, plus
+// the autograd fields (requires_grad, grad, grad_fn). Views (reshape, transpose, permute, slice,
+// expand) share storage; contiguous() copies only when needed. Differentiable view and math
+// functions live in framework/ops; the member functions here that are differentiable forward to
+// them.
 #pragma once
 
 #include <cstdint>
@@ -30,10 +31,10 @@ struct TensorImpl {
 
   // Autograd.
   bool requires_grad = false;
-  std::shared_ptr<Node> grad_fn;               // set on outputs of differentiable ops
-  std::shared_ptr<TensorImpl> grad;            // accumulated gradient of a leaf
-  std::shared_ptr<Node> grad_accumulator;      // created lazily for leaves that require grad
-  std::string name;                            // optional, for error messages and parameters
+  std::shared_ptr<Node> grad_fn;           // set on outputs of differentiable ops
+  std::shared_ptr<TensorImpl> grad;        // accumulated gradient of a leaf
+  std::shared_ptr<Node> grad_accumulator;  // created lazily for leaves that require grad
+  std::string name;                        // optional, for error messages and parameters
   // Called by AccumulateGrad once per backward pass, after this leaf's gradient for that pass has
   // been fully accumulated into `grad` (all contributions summed). Data parallelism uses it to
   // start reducing a gradient bucket while backward goes on (framework/dist/grad_reducer.h).
@@ -45,7 +46,8 @@ class Tensor {
   Tensor() = default;
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
-  // Factories (no autograd history).
+  // Factories (no autograd history). Full, Zeros, Ones and FromVector fill through a backend and
+  // are defined in framework/ops/tensor_methods.cc, as are the host read-outs and the views below.
   static Tensor Empty(const Shape& shape, DType dtype = DType::kF32, Device device = Device::CPU());
   static Tensor Zeros(const Shape& shape, DType dtype = DType::kF32, Device device = Device::CPU());
   static Tensor Full(const Shape& shape, double value, DType dtype = DType::kF32,
@@ -83,8 +85,8 @@ class Tensor {
   // in host memory (device memory goes through ops::To or a backend).
   template <typename T>
   T* data() const {
-    FAM_CHECK(DTypeOf<T>::value == dtype(), "tensor of dtype ", DTypeName(dtype()),
-              " accessed as ", DTypeName(DTypeOf<T>::value));
+    FAM_CHECK(DTypeOf<T>::value == dtype(), "tensor of dtype ", DTypeName(dtype()), " accessed as ",
+              DTypeName(DTypeOf<T>::value));
     FAM_CHECK(device().is_cpu(), "host access to ", Describe(), ": copy it to the CPU first");
     return static_cast<T*>(raw_data());
   }

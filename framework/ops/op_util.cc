@@ -1,6 +1,24 @@
 #include "framework/ops/op_util.h"
 
+#include "framework/autograd/node.h"
+#include "framework/ops/ops.h"
+
 namespace fam::ops {
+namespace {
+
+// The engine sums gradients with these ops (framework/autograd/node.h). This file is linked into
+// every program that runs an op (BackendFor below), so the arithmetic is there before any backward.
+const bool g_grad_arithmetic_installed = [] {
+  GradArithmetic arithmetic;
+  arithmetic.add = [](const Tensor& a, const Tensor& b) { return Add(a, b); };
+  arithmetic.add_in_place = [](const Tensor& dst, const Tensor& src) { AddInPlace(dst, src); };
+  arithmetic.cast = [](const Tensor& x, DType dtype) { return Cast(x, dtype); };
+  arithmetic.clone = [](const Tensor& x) { return Clone(x); };
+  InstallGradArithmetic(arithmetic);
+  return true;
+}();
+
+}  // namespace
 
 Backend& BackendFor(const char* op, const std::vector<Tensor>& inputs) {
   const Tensor* first = nullptr;
