@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Nightly evaluation of every run under a runs folder (docs/evaluation.md "Nightly evaluation").
 # Finds each run's newest valid checkpoint, evaluates the ones not evaluated yet with the eval
-# suites, appends the results to <out>/history.jsonl, writes <out>/dashboard.md with trend plots,
-# and exits non-zero when a metric regressed past its threshold against the previous night (or an
+# suites, appends the results to <out>/history.jsonl, writes <out>/dashboard.md with trend plots
+# and the self-contained <out>/dashboard.html, and exits non-zero when a metric regressed past its threshold against the previous night (or an
 # evaluation failed), so that cron or CI can alert. Exit codes: 0 ok, 1 regression or runtime
 # failure (stderr names each regressed metric), 2 bad input or config.
 #

@@ -367,6 +367,7 @@ eval: {val_batches: 2}
   EXPECT_TRUE(
       fs::exists(dir_ / "runs" / "tiny" / "eval" / "nightly" / "step-00000003.default.json"));
   EXPECT_TRUE(fs::exists(dir_ / "runs" / "nightly" / "dashboard.md"));
+  EXPECT_TRUE(fs::exists(dir_ / "runs" / "nightly" / "dashboard.html"));
 
   std::tie(code, out) = run("");
   EXPECT_EQ(code, 0) << out;

@@ -2,7 +2,8 @@
 // unknown keys named with file:line), resumability on tiny real runs (an interrupted cell resumes,
 // finished cells are skipped, a missing report is made again), the summary CSV against the runs'
 // own metrics and reports, failures that do not stop the other cells, and the Slurm/mpirun scripts
-// (run with fake fam/srun/mpirun programs that log their arguments).
+// (run with fake fam/srun/mpirun programs that log their arguments), multi-GPU cells (nodes x
+// gpus_per_node: #SBATCH lines, srun task count, flags over the file, a conflicting launch.ranks).
 #include "trainers/sweep.h"
 
 #include <stdlib.h>
@@ -23,8 +24,11 @@
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/gradcheck.h"
 #include "tests/test_util.h"
+#include "trainers/cli.h"
 #include "trainers/pretrain.h"
+#include "trainers/sweep_slurm.h"
 
 namespace fam::sweep {
 namespace {
@@ -471,7 +475,10 @@ class ScriptTest : public SweepTest {
                       "    if [ \"$1\" = --out ]; then mkdir -p \"$(dirname \"$2\")\"; "
                       "echo '{\"step\": 4}' > \"$2\"; fi\n"
                       "    shift\n  done\nfi\n"));
-    Spit(bin / "srun", absl::StrCat("#!/bin/bash\necho \"srun\" >> '", log, "'\nexec \"$@\"\n"));
+    // srun logs its own options (those before the program) and runs the program once.
+    Spit(bin / "srun", absl::StrCat("#!/bin/bash\nopts=\nwhile [ \"${1#--}\" != \"$1\" ]; do "
+                                    "opts=\"$opts $1\"; shift; done\necho \"srun$opts\" >> '",
+                                    log, "'\nexec \"$@\"\n"));
     Spit(bin / "mpirun",
          absl::StrCat("#!/bin/bash\necho \"mpirun $1 $2\" >> '", log, "'\nshift 2\nexec \"$@\"\n"));
     for (const char* f : {"fam", "srun", "mpirun"}) ::chmod((bin / f).c_str(), 0755);
@@ -593,6 +600,172 @@ plots: false
   EXPECT_FALSE(fs::exists(dir_ / "calls.log")) << Calls();             // finished: skipped
   EXPECT_NE(Run("SLURM_ARRAY_TASK_ID=3 bash " + outcome->script), 0);  // no such cell
   EXPECT_NE(Run("bash " + outcome->script), 0);                        // not under sbatch
+}
+
+// Multi-GPU cells: 2 nodes x 8 GPUs per node, 16 ranks per cell, one per GPU.
+constexpr char kTwoNodes[] = R"(experiment: base.yaml
+axes:
+  attention.fam_length: [0, 2]
+eval: {suite: suite.yaml}
+launch:
+  fam: fam
+  slurm: {nodes: 2, gpus_per_node: 8, time: "04:00:00", partition: gpu, account: proj}
+plots: false
+)";
+
+TEST_F(ScriptTest, SlurmCellsOnTwoNodesOfEightGpus) {
+  const fs::path file = WriteSweep("multi.yaml", kTwoNodes);
+  absl::StatusOr<SweepConfig> parsed = LoadSweepConfig(file.string());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->ranks, 16);  // launch.ranks left out: nodes x gpus_per_node
+  EXPECT_EQ(CellRanks(*parsed), 16);
+  SweepRequest request;
+  request.config = file.string();
+  request.mode = SweepMode::kSlurm;
+  std::ostringstream log;
+  absl::StatusOr<SweepOutcome> outcome = RunSweep(request, log);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  const fs::path sweep_dir = dir_ / "runs" / "multi";
+  const std::string script = Slurp(outcome->script);
+  EXPECT_EQ(Run("bash -n " + outcome->script), 0) << script;
+  for (const char* line :
+       {"#SBATCH --array=0-1\n", "#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=8\n",
+        "#SBATCH --gpus-per-node=8\n", "#SBATCH --time=04:00:00\n", "#SBATCH --partition=gpu\n",
+        "#SBATCH --account=proj\n"})
+    EXPECT_NE(script.find(line), std::string::npos) << line << "\n" << script;
+  EXPECT_EQ(script.find("#SBATCH --ntasks="), std::string::npos) << script;
+  EXPECT_EQ(script.find("--gpus-per-task"), std::string::npos) << script;
+  EXPECT_LT(script.rfind("#SBATCH"), script.find("set -euo pipefail"));
+  for (const char* cell : {"fam_length_0", "fam_length_2"})
+    EXPECT_NE(script.find(absl::StrCat(
+                  "    srun --nodes=2 --ntasks=16 --ntasks-per-node=8 \"$FAM\" train --config ",
+                  (sweep_dir / "configs" / (std::string(cell) + ".yaml")).string(), "\n")),
+              std::string::npos)
+        << cell << "\n"
+        << script;
+
+  MakeFakes();
+  ASSERT_EQ(Run("SLURM_ARRAY_TASK_ID=0 bash " + outcome->script), 0) << Calls();
+  const std::vector<std::string> calls = absl::StrSplit(Calls(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(calls.size(), 3u) << Calls();
+  EXPECT_EQ(calls[0], "srun --nodes=2 --ntasks=16 --ntasks-per-node=8");
+  EXPECT_EQ(calls[1],
+            "fam train --config " + (sweep_dir / "configs" / "fam_length_0.yaml").string());
+
+  // The mpirun script launches as many ranks; a matching launch.ranks is fine.
+  std::string mpi_text = absl::StrCat(kTwoNodes, "mode: mpirun\n");
+  const std::string fam_line = "  fam: fam\n";
+  mpi_text.replace(mpi_text.find(fam_line), fam_line.size(), fam_line + "  ranks: 16\n");
+  request.config = WriteSweep("multi_mpi.yaml", mpi_text).string();
+  request.mode = std::nullopt;
+  outcome = RunSweep(request, log);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  const std::string mpirun = Slurp(outcome->script);
+  EXPECT_NE(mpirun.find("  \"$MPIRUN\" -np 16 \"$FAM\" train --config "), std::string::npos)
+      << mpirun;
+}
+
+TEST_F(ScriptTest, LaunchFlagsOverrideTheSweepFile) {
+  const fs::path file = WriteSweep("flags.yaml", R"(experiment: base.yaml
+axes:
+  attention.fam_length: [0]
+eval: {enabled: false}
+launch:
+  fam: fam
+  slurm: {nodes: 1, gpus_per_node: 4, time: "01:00:00", partition: debug, account: old}
+plots: false
+)");
+  SweepRequest request;
+  request.config = file.string();
+  request.mode = SweepMode::kSlurm;
+  request.launch.nodes = 2;
+  request.launch.gpus_per_node = 8;
+  request.launch.time = "12:00:00";
+  request.launch.partition = "gpu";
+  request.launch.account = "ml";
+  std::ostringstream log;
+  absl::StatusOr<SweepOutcome> outcome = RunSweep(request, log);
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  const std::string script = Slurp(outcome->script);
+  for (const char* line :
+       {"#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=8\n", "#SBATCH --gpus-per-node=8\n",
+        "#SBATCH --time=12:00:00\n", "#SBATCH --partition=gpu\n", "#SBATCH --account=ml\n",
+        "    srun --nodes=2 --ntasks=16 --ntasks-per-node=8 \"$FAM\" train --config "})
+    EXPECT_NE(script.find(line), std::string::npos) << line << "\n" << script;
+  for (const char* gone : {"--nodes=1", "--gpus-per-node=4", "01:00:00", "debug", "=old"})
+    EXPECT_EQ(script.find(gone), std::string::npos) << gone << "\n" << script;
+
+  // The same through the command line; a flag alone keeps the file's other keys.
+  if (!fs::exists(testing::FamBinary())) GTEST_SKIP() << "no fam binary for the CLI part";
+  const testing::CommandResult cli = testing::RunCommand(absl::StrCat(
+      "cd '", dir_.string(), "' && '", fs::absolute(testing::FamBinary()).string(),
+      "' sweep --config flags.yaml --mode slurm --gpus-per-node 2 --partition big 2>&1"));
+  ASSERT_EQ(cli.exit_code, 0) << cli.output;
+  const std::string from_cli = Slurp(dir_ / "runs" / "flags" / "sweep.sbatch");
+  for (const char* line :
+       {"#SBATCH --nodes=1\n", "#SBATCH --gpus-per-node=2\n", "#SBATCH --partition=big\n",
+        "#SBATCH --account=old\n", "srun --nodes=1 --ntasks=2 --ntasks-per-node=2 \"$FAM\" train"})
+    EXPECT_NE(from_cli.find(line), std::string::npos) << line << "\n" << from_cli;
+  const testing::CommandResult zero = testing::RunFam(
+      absl::StrCat("sweep --config ", (dir_ / "flags.yaml").string(), " --mode slurm --nodes 0"));
+  EXPECT_EQ(zero.exit_code, 2) << zero.output;
+  EXPECT_NE(zero.output.find("--nodes: expected an integer >= 1, got 0"), std::string::npos)
+      << zero.output;
+}
+
+TEST_F(SweepTest, RanksConflictingWithNodesTimesGpusAreAConfigError) {
+  const std::string text = R"(experiment: base.yaml
+axes:
+  attention.fam_length: [0]
+launch:
+  ranks: 4
+  slurm: {nodes: 2, gpus_per_node: 8}
+)";
+  absl::Status st = ParseError("conflict.yaml", text);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cli::ExitCode(st), 2);
+  EXPECT_EQ(std::string(st.message()).find('\n'), std::string::npos) << st;  // one line
+  EXPECT_NE(st.message().find(absl::StrCat((dir_ / "conflict.yaml").string(), ":",
+                                           LineOf(text, "ranks: 4"), ":")),
+            std::string::npos)
+      << st;
+  EXPECT_NE(st.message().find("launch.ranks: 4 conflicts with launch.slurm.nodes x gpus_per_node "
+                              "(--nodes x --gpus-per-node) = 2 x 8 = 16 ranks"),
+            std::string::npos)
+      << st;
+
+  // A matching file, then flags that change the product: the same error.
+  const fs::path ok = WriteSweep("match.yaml", absl::StrCat(text.substr(0, text.find("ranks: 4")),
+                                                            "ranks: 16\n  slurm: {nodes: 2, "
+                                                            "gpus_per_node: 8}\n"));
+  SweepRequest request;
+  request.config = ok.string();
+  request.mode = SweepMode::kSlurm;
+  request.launch.gpus_per_node = 4;
+  std::ostringstream log;
+  st = RunSweep(request, log).status();
+  EXPECT_EQ(cli::ExitCode(st), 2) << st;
+  EXPECT_NE(st.message().find("launch.ranks: 16 conflicts with"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("= 2 x 4 = 8 ranks"), std::string::npos) << st;
+
+  // Bad values and combinations.
+  st = ParseError("zero.yaml",
+                  "experiment: base.yaml\naxes:\n  trainer.seed: [1]\n"
+                  "launch: {slurm: {nodes: 0}}\n");
+  EXPECT_NE(st.message().find("launch.slurm.nodes: expected an integer >= 1"), std::string::npos)
+      << st;
+  st = ParseError("task.yaml",
+                  "experiment: base.yaml\naxes:\n  trainer.seed: [1]\n"
+                  "launch: {slurm: {gpus_per_node: 8, gpus_per_task: 1}}\n");
+  EXPECT_EQ(cli::ExitCode(st), 2) << st;
+  EXPECT_NE(st.message().find("launch.slurm.gpus_per_task: not together with"), std::string::npos)
+      << st;
+  // gpus_per_node alone: one node.
+  const SweepConfig one = Parse("one.yaml",
+                                "experiment: base.yaml\naxes:\n  trainer.seed: [1]\n"
+                                "launch: {slurm: {gpus_per_node: 4}}\n");
+  EXPECT_EQ(one.slurm.nodes, 1);
+  EXPECT_EQ(one.ranks, 4);
 }
 
 TEST_F(SweepTest, SummaryPlotsWithGnuplot) {

@@ -1,9 +1,10 @@
 // The nightly evaluation job (`fam nightly`, run by scripts/nightly_eval.sh from cron or Slurm):
 // finds the newest valid checkpoint of every run under a runs folder, evaluates the ones not yet
 // in the history with the configured eval suites, appends one JSON line per evaluation to the
-// history file, writes a markdown dashboard with trend plots, and reports every metric that
-// regressed past its threshold against the previous evaluation of the same run and suite (the
-// previous night), so that the job can exit non-zero and cron or CI can alert.
+// history file, writes a markdown dashboard with trend plots and a self-contained HTML one
+// (trainers/nightly_html.h), and reports every metric that regressed past its threshold against
+// the previous evaluation of the same run and suite (the previous night), so that the job can
+// exit non-zero and cron or CI can alert.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -70,6 +72,9 @@ absl::StatusOr<std::vector<HistoryEntry>> ReadHistory(const std::string& path);
 // Appends entries (the file is rewritten atomically, so it is never left half-written).
 absl::Status AppendHistory(const std::string& path, const std::vector<HistoryEntry>& entries);
 
+// The value of `metric` in the entry; nullopt when absent.
+std::optional<double> MetricOf(const HistoryEntry& entry, const std::string& metric);
+
 // Metrics of `current` worse than in `previous` by more than their limits.
 std::vector<Regression> FindRegressions(const HistoryEntry& previous, const HistoryEntry& current,
                                         const Thresholds& thresholds);
@@ -113,6 +118,7 @@ struct NightlyResult {
   std::vector<std::string> failures;                      // "run [suite]: message"
   absl::StatusCode failure_code = absl::StatusCode::kOk;  // of the first failure
   std::string history, dashboard;
+  std::string dashboard_html;  // dashboard.html next to dashboard.md
   std::vector<std::string> plots;
 };
 
@@ -121,6 +127,37 @@ struct NightlyResult {
 absl::StatusOr<NightlyResult> RunNightly(const NightlyOptions& options, std::ostream& log);
 // OK, or an error naming every regression (kAborted) and failed evaluation.
 absl::Status NightlyStatus(const NightlyResult& result);
+
+// ---- what the dashboards show ----
+
+// The change of a metric as shown: "+5.0%" (relative, lower-is-better metrics) or "-0.50"
+// (absolute, PassKey accuracy).
+std::string ChangeText(const std::string& metric, double previous, double current);
+// A threshold as the change it allows: "+2%" or "-0.10".
+std::string LimitText(const std::string& metric, double limit);
+// The mean accuracy over the "passkey.<tokens>" metrics; nullopt without any.
+std::optional<double> PasskeyMean(const std::map<std::string, double>& metrics);
+// "run [suite]": one line of the trend plots and one section of the recent history.
+std::string SeriesName(const HistoryEntry& entry);
+
+// One trend plot of the dashboards, drawn once per series (run and suite) over time.
+struct TrendMetric {
+  std::string file;    // "trend.val_loss": the gnuplot files' stem and the HTML chart's id
+  std::string title;   // "validation loss"
+  std::string ylabel;  // "val loss (nats)"
+  std::optional<std::pair<double, double>> yrange;  // nullopt = automatic
+  std::string family;  // regressions of this metric family are marked ("val.loss", "passkey")
+  std::function<std::optional<double>(const HistoryEntry&)> value;
+};
+// Validation loss, validation perplexity and mean PassKey accuracy, in that order.
+const std::vector<TrendMetric>& TrendMetrics();
+// "passkey" for "passkey.<tokens>", else the metric itself.
+std::string MetricFamily(const std::string& metric);
+
+// Writes the trend data (trend.*.dat) and dashboard.gp into out_dir and runs gnuplot; returns the
+// PNGs made (none, with a warning in the log, without gnuplot).
+std::vector<std::string> WriteTrendPlots(const std::vector<HistoryEntry>& history,
+                                         const std::string& out_dir, std::ostream& log);
 
 // The markdown dashboard: regressions of this night, the latest entry of every run and suite with
 // its change against the previous one, trend plots and the recent history.

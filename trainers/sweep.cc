@@ -22,6 +22,7 @@
 #include "nlohmann/json.hpp"
 #include "trainers/evaluate.h"
 #include "trainers/pretrain.h"
+#include "trainers/sweep_slurm.h"
 
 namespace fam::sweep {
 namespace {
@@ -113,14 +114,6 @@ std::string ShownText(const ConfigNode& node) {
   return absl::StrJoin(items, "+");
 }
 
-// Characters allowed in cell names; the others become '_'.
-std::string SanitizeName(const std::string& text) {
-  std::string out;
-  for (unsigned char ch : text)
-    out += (std::isalnum(ch) || ch == '.' || ch == '_' || ch == '+' || ch == '-') ? ch : '_';
-  return out;
-}
-
 std::string Quoted(const std::string& text) {
   std::string out = "\"";
   for (char ch : text) {
@@ -151,16 +144,27 @@ void VisitSweep(YamlReader& r, SweepConfig* s) {
       "launch",
       [&](YamlReader& l) {
         l.Get("fam", &s->fam, "fam binary named in scripts; \"\" = this binary");
-        l.Get("ranks", &s->ranks, 1, "processes per cell (mpirun -np, Slurm ntasks)");
+        l.Get("ranks", &s->ranks, 1,
+              "processes per cell (mpirun -np, Slurm --ntasks); with slurm.nodes/gpus_per_node "
+              "it defaults to, and must equal, nodes x gpus_per_node");
         l.Get("mpirun", &s->mpirun, "mpirun command of the mpirun script");
         l.Section(
             "slurm",
             [&](YamlReader& sl) {
-              sl.Get("partition", &s->slurm.partition, "#SBATCH --partition (\"\" = default)");
-              sl.Get("account", &s->slurm.account, "#SBATCH --account (\"\" = default)");
-              sl.Get("time", &s->slurm.time, "#SBATCH --time per cell");
+              sl.Get("partition", &s->slurm.partition,
+                     "#SBATCH --partition (\"\" = default; --partition)");
+              sl.Get("account", &s->slurm.account, "#SBATCH --account (\"\" = default; --account)");
+              sl.Get("time", &s->slurm.time, "#SBATCH --time per cell (--time)");
               sl.Get("cpus_per_task", &s->slurm.cpus_per_task, 0, "#SBATCH --cpus-per-task");
-              sl.Get("gpus_per_task", &s->slurm.gpus_per_task, 0, "#SBATCH --gpus-per-task");
+              sl.Get("gpus_per_task", &s->slurm.gpus_per_task, 0,
+                     "#SBATCH --gpus-per-task (not with gpus_per_node)");
+              sl.Get("nodes", &s->slurm.nodes, 1,
+                     "nodes per cell (#SBATCH --nodes; --nodes): with gpus_per_node, a cell runs "
+                     "nodes x gpus_per_node ranks, one per GPU; unset = 1 when gpus_per_node is "
+                     "set, else #SBATCH --ntasks=ranks");
+              sl.Get("gpus_per_node", &s->slurm.gpus_per_node, 1,
+                     "GPUs and ranks per node (#SBATCH --gpus-per-node and --ntasks-per-node; "
+                     "--gpus-per-node); unset = 1 when nodes is set");
               sl.Get("max_parallel", &s->slurm.max_parallel, 0,
                      "array tasks running at once (%N); 0 = no limit");
             },
@@ -219,6 +223,9 @@ absl::StatusOr<SweepConfig> BuildSweep(ConfigNode tree, const std::string& sourc
   VisitSweep(reader, &s);
   if (absl::Status st = reader.Finish(); !st.ok()) return st;
   if (const ConfigNode* p = tree.Find("name_pattern")) s.name_pattern_loc = p->loc;
+  if (const ConfigNode* r = tree.FindPath("launch.ranks"); r != nullptr && !r->is_null())
+    s.ranks_loc = r->loc;
+  if (absl::Status st = ResolveLaunchShape(&s); !st.ok()) return st;
   if (s.name_pattern_loc.file.empty()) s.name_pattern_loc.file = source;
 
   const fs::path folder = fs::path(source).parent_path();
@@ -497,6 +504,13 @@ std::string CellConfigPath(const SweepConfig& sweep, const SweepCell& cell) {
   return (fs::path(SweepDir(sweep)) / "configs" / (cell.name + ".yaml")).string();
 }
 
+std::string CellComment(const SweepConfig& sweep, const SweepCell& cell) {
+  std::vector<std::string> parts;
+  for (size_t a = 0; a < sweep.axes.size(); ++a)
+    parts.push_back(absl::StrCat(sweep.axes[a].key, "=", cell.values[a]));
+  return absl::StrJoin(parts, " ");
+}
+
 namespace {
 
 std::optional<Json> ReadJsonFile(const std::string& path) {
@@ -538,110 +552,6 @@ CellStatus InspectCell(const RunConfig& run, bool eval_enabled) {
     status.state = CellState::kDone;
   }
   return status;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Scripts
-
-namespace {
-
-std::string EvalLine(const SweepConfig& sweep, const RunConfig& run) {
-  std::string line =
-      absl::StrCat("\"$FAM\" eval --checkpoint ", ShellQuote(FinalCheckpointPath(run)));
-  if (!sweep.eval_suite.empty()) absl::StrAppend(&line, " --config ", ShellQuote(sweep.eval_suite));
-  absl::StrAppend(&line, " --out ", ShellQuote(CellReportPath(run)));
-  return line;
-}
-
-// The test that a cell is finished, for the scripts.
-std::string DoneTest(const SweepConfig& sweep, const RunConfig& run) {
-  if (sweep.eval_enabled) return absl::StrCat("[ -s ", ShellQuote(CellReportPath(run)), " ]");
-  return absl::StrCat("[ -f ", ShellQuote(FinalCheckpointPath(run) + "/manifest.json"), " ]");
-}
-
-std::string SummaryLine(const ScriptContext& context) {
-  std::string line = absl::StrCat("\"$FAM\" sweep --config ", ShellQuote(context.sweep_file));
-  for (const std::string& s : context.extra) absl::StrAppend(&line, " --set ", ShellQuote(s));
-  return line + " --summary";
-}
-
-std::string CellComment(const SweepConfig& sweep, const SweepCell& cell) {
-  std::vector<std::string> parts;
-  for (size_t a = 0; a < sweep.axes.size(); ++a)
-    parts.push_back(absl::StrCat(sweep.axes[a].key, "=", cell.values[a]));
-  return absl::StrJoin(parts, " ");
-}
-
-}  // namespace
-
-std::string SlurmScript(const SweepConfig& sweep, const std::vector<SweepCell>& cells,
-                        const std::vector<RunConfig>& runs, const ScriptContext& context) {
-  std::error_code ec;
-  const std::string logs = (fs::absolute(SweepDir(sweep), ec) / "logs").lexically_normal().string();
-  std::string s = absl::StrCat(
-      "#!/bin/bash\n", "# Slurm job array of the sweep ", sweep.name, " (", cells.size(),
-      " cells), written by `fam sweep`.\n", "#   sbatch ", SweepDir(sweep), "/sweep.sbatch\n",
-      "# Task i trains cell i (`fam train` resumes from the cell's newest checkpoint), then\n",
-      "# evaluates it; a finished cell is skipped, so resubmitting the array is safe.\n",
-      "# When every task has ended, write the summary table:\n#   ", SummaryLine(context), "\n");
-  absl::StrAppend(&s, "#SBATCH --job-name=", SanitizeName(sweep.name), "\n");
-  absl::StrAppend(&s, "#SBATCH --array=0-", cells.size() - 1);
-  if (sweep.slurm.max_parallel > 0) absl::StrAppend(&s, "%", sweep.slurm.max_parallel);
-  absl::StrAppend(&s, "\n#SBATCH --ntasks=", sweep.ranks, "\n");
-  if (sweep.slurm.cpus_per_task > 0)
-    absl::StrAppend(&s, "#SBATCH --cpus-per-task=", sweep.slurm.cpus_per_task, "\n");
-  if (sweep.slurm.gpus_per_task > 0)
-    absl::StrAppend(&s, "#SBATCH --gpus-per-task=", sweep.slurm.gpus_per_task, "\n");
-  if (!sweep.slurm.time.empty()) absl::StrAppend(&s, "#SBATCH --time=", sweep.slurm.time, "\n");
-  if (!sweep.slurm.partition.empty())
-    absl::StrAppend(&s, "#SBATCH --partition=", sweep.slurm.partition, "\n");
-  if (!sweep.slurm.account.empty())
-    absl::StrAppend(&s, "#SBATCH --account=", sweep.slurm.account, "\n");
-  absl::StrAppend(&s, "#SBATCH --output=", logs, "/%x-%a.out\n");
-  absl::StrAppend(&s, "set -euo pipefail\ncd ", ShellQuote(context.workdir), "\n", "FAM=${FAM:-",
-                  ShellQuote(context.fam), "}\n",
-                  "task=${SLURM_ARRAY_TASK_ID:?submit this script with sbatch}\n",
-                  "case \"$task\" in\n");
-  for (size_t i = 0; i < cells.size(); ++i) {
-    const SweepCell& cell = cells[i];
-    const RunConfig& run = runs[i];
-    absl::StrAppend(&s, "  ", i, ")  # ", cell.name, ": ", CellComment(sweep, cell), "\n");
-    absl::StrAppend(&s, "    if ", DoneTest(sweep, run), "; then echo ", ShellQuote(cell.name),
-                    "': finished, skipped'; exit 0; fi\n");
-    absl::StrAppend(&s, "    srun \"$FAM\" train --config ",
-                    ShellQuote(CellConfigPath(sweep, cell)), "\n");
-    if (sweep.eval_enabled) absl::StrAppend(&s, "    ", EvalLine(sweep, run), "\n");
-    s += "    ;;\n";
-  }
-  absl::StrAppend(&s, "  *) echo \"no cell $task in this sweep (0-", cells.size() - 1,
-                  ")\" >&2; exit 2 ;;\nesac\n");
-  return s;
-}
-
-std::string MpirunScript(const SweepConfig& sweep, const std::vector<SweepCell>& cells,
-                         const std::vector<RunConfig>& runs, const ScriptContext& context) {
-  std::string s = absl::StrCat(
-      "#!/usr/bin/env bash\n", "# The sweep ", sweep.name, " (", cells.size(),
-      " cells), written by `fam sweep`: each cell\n", "# is trained by ", sweep.ranks,
-      " process(es) under mpirun, then evaluated; finished cells\n",
-      "# are skipped and an interrupted one resumes, so rerunning the script is safe.\n",
-      "#   bash ", SweepDir(sweep), "/sweep_mpirun.sh\n", "set -euo pipefail\ncd ",
-      ShellQuote(context.workdir), "\n", "FAM=${FAM:-", ShellQuote(context.fam), "}\n",
-      "MPIRUN=${MPIRUN:-", ShellQuote(sweep.mpirun), "}\n");
-  for (size_t i = 0; i < cells.size(); ++i) {
-    const SweepCell& cell = cells[i];
-    const RunConfig& run = runs[i];
-    absl::StrAppend(&s, "\n# cell ", i + 1, "/", cells.size(), ": ", cell.name, " (",
-                    CellComment(sweep, cell), ")\n");
-    absl::StrAppend(&s, "if ", DoneTest(sweep, run), "; then\n  echo ", ShellQuote(cell.name),
-                    "': finished, skipped'\nelse\n");
-    absl::StrAppend(&s, "  \"$MPIRUN\" -np ", sweep.ranks, " \"$FAM\" train --config ",
-                    ShellQuote(CellConfigPath(sweep, cell)), "\n");
-    if (sweep.eval_enabled) absl::StrAppend(&s, "  ", EvalLine(sweep, run), "\n");
-    s += "fi\n";
-  }
-  absl::StrAppend(&s, "\n", SummaryLine(context), "\n");
-  return s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -997,6 +907,8 @@ absl::StatusOr<SweepOutcome> RunSweep(const SweepRequest& request, std::ostream&
   if (!loaded.ok()) return loaded.status();
   SweepConfig& sweep = *loaded;
   if (request.mode) sweep.mode = *request.mode;
+  if (absl::Status s = ApplyLaunchFlags(request.launch, &sweep); !s.ok()) return s;
+  if (absl::Status s = ResolveLaunchShape(&sweep); !s.ok()) return s;
   SweepOutcome outcome;
   absl::StatusOr<std::vector<SweepCell>> cells = ExpandSweep(sweep, request.overrides);
   if (!cells.ok()) return cells.status();
@@ -1134,6 +1046,13 @@ absl::StatusOr<SweepOutcome> RunSweep(const SweepRequest& request, std::ostream&
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+std::string SanitizeName(const std::string& text) {
+  std::string out;
+  for (unsigned char ch : text)
+    out += (std::isalnum(ch) || ch == '.' || ch == '_' || ch == '+' || ch == '-') ? ch : '_';
+  return out;
+}
 
 std::string ShellQuote(const std::string& text) {
   const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) {

@@ -40,6 +40,16 @@ struct SlurmOptions {
   int64_t cpus_per_task = 0;  // 0 = not set
   int64_t gpus_per_task = 0;
   int64_t max_parallel = 0;  // array throttle (%N); 0 = no limit
+  // Multi-GPU cells: nodes × gpus_per_node ranks, one per GPU (0 = not set; when one of them is
+  // set, the other defaults to 1). See trainers/sweep_slurm.h.
+  int64_t nodes = 0;
+  int64_t gpus_per_node = 0;
+};
+
+// `fam sweep` flags for the scripts; each one given replaces the sweep file's launch.slurm key.
+struct LaunchFlags {
+  std::optional<int64_t> nodes, gpus_per_node;
+  std::optional<std::string> time, partition, account;
 };
 
 struct SweepConfig {
@@ -54,8 +64,9 @@ struct SweepConfig {
   bool eval_enabled = true;
   std::string eval_suite;  // eval suite YAML; "" = the built-in default suite
   SweepMode mode = SweepMode::kRun;
-  int64_t ranks = 1;  // processes per cell in mpirun/slurm scripts
-  std::string fam;    // fam binary named in scripts; "" = this binary (or `fam`)
+  int64_t ranks = 1;    // processes per cell in mpirun/slurm scripts (see CellRanks)
+  SourceLoc ranks_loc;  // where launch.ranks is written; no file when it is not
+  std::string fam;      // fam binary named in scripts; "" = this binary (or `fam`)
   std::string mpirun = "mpirun";
   SlurmOptions slurm;
   bool plots = true;  // summary plots through gnuplot
@@ -113,22 +124,10 @@ std::string CellConfigPath(const SweepConfig& sweep, const SweepCell& cell);
 // checked for presence (training verifies them when it resumes).
 CellStatus InspectCell(const RunConfig& run, bool eval_enabled);
 
-// ---- scripts ----
+// The cell's axis values as "key=value key=value" (log lines and script comments).
+std::string CellComment(const SweepConfig& sweep, const SweepCell& cell);
 
-struct ScriptContext {
-  std::string workdir;  // the scripts cd here first (relative paths in configs resolve from it)
-  std::string fam;      // fam binary
-  std::string sweep_file;
-  std::vector<std::string> extra;  // --set flags of `fam sweep`, repeated in the summary line
-};
-// A Slurm job array, one task per cell: skip when finished, else `srun fam train --config <cell
-// config>` then `fam eval`.
-std::string SlurmScript(const SweepConfig& sweep, const std::vector<SweepCell>& cells,
-                        const std::vector<RunConfig>& runs, const ScriptContext& context);
-// A bash script running the cells one after the other with `mpirun -np <ranks> fam train` then
-// `fam eval`, skipping finished ones, and ending with the summary.
-std::string MpirunScript(const SweepConfig& sweep, const std::vector<SweepCell>& cells,
-                         const std::vector<RunConfig>& runs, const ScriptContext& context);
+// The slurm and mpirun scripts (SlurmScript, MpirunScript) are in trainers/sweep_slurm.h.
 
 // ---- summary ----
 
@@ -182,7 +181,8 @@ struct SweepRequest {
   bool summary_only = false;           // only collect and write the summary
   bool dry_run = false;                // list the cells and their states; write nothing
   bool plots = true;
-  std::string fam;  // fam binary for scripts ("" = the sweep's `launch.fam`, else this binary)
+  std::string fam;     // fam binary for scripts ("" = the sweep's `launch.fam`, else this binary)
+  LaunchFlags launch;  // --nodes, --gpus-per-node, --time, --partition, --account
 };
 
 struct SweepOutcome {
@@ -203,6 +203,8 @@ absl::StatusOr<SweepOutcome> RunSweep(const SweepRequest& request, std::ostream&
 // ---- small helpers shared with trainers/nightly ----
 
 std::string ShellQuote(const std::string& text);
+// Characters other than letters, digits and "._+-" become '_' (cell and job names).
+std::string SanitizeName(const std::string& text);
 bool OnPath(const std::string& program);
 // Runs `gnuplot <script>`; a missing gnuplot or a failure is a warning in the returned text (""
 // when it worked).

@@ -2,6 +2,7 @@
 // trains and evaluates them one after the other (or writes a Slurm/mpirun script), skips finished
 // cells, and writes the summary table and plots. See trainers/sweep.h and docs/evaluation.md.
 #include <iostream>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "trainers/commands.h"
@@ -14,7 +15,7 @@ Command SweepCommand() {
   c.name = "sweep";
   c.synopsis =
       "--config <sweep.yaml> [--mode run|slurm|mpirun] [--set key=value ...] "
-      "[--summary | --dry-run]";
+      "[--summary | --dry-run] [--nodes N --gpus-per-node G --time T --partition P --account A]";
   c.summary = "config-driven ablations: expand axes into runs, train + eval them, summary table";
   c.flags = {
       {"config", "sweep YAML (see configs/experiments/ablation_*.yaml)"},
@@ -25,6 +26,13 @@ Command SweepCommand() {
       {"summary", "only collect the cells' results and write the summary", /*is_bool=*/true},
       {"dry-run", "list the cells and their states; write nothing", /*is_bool=*/true},
       {"fam", "fam binary named in the slurm/mpirun scripts (default: this one)"},
+      {"nodes",
+       "nodes per cell (launch.slurm.nodes): with --gpus-per-node, nodes x GPUs ranks per cell, "
+       "one per GPU (slurm: #SBATCH --nodes, srun --ntasks; mpirun: -np)"},
+      {"gpus-per-node", "GPUs and ranks per node (launch.slurm.gpus_per_node)"},
+      {"time", "Slurm time limit per cell, e.g. 04:00:00 (launch.slurm.time)"},
+      {"partition", "Slurm partition (launch.slurm.partition)"},
+      {"account", "Slurm account (launch.slurm.account)"},
       {"no-plots", "do not write PNG plots", /*is_bool=*/true}};
   c.run = [](const cli::Args& args) -> absl::Status {
     if (absl::Status s = args.Require({"config"}); !s.ok()) return s;
@@ -35,6 +43,17 @@ Command SweepCommand() {
     request.dry_run = args.GetBool("dry-run");
     request.plots = !args.GetBool("no-plots");
     request.fam = args.Get("fam");
+    for (const auto& [flag, field] : {std::pair{"nodes", &request.launch.nodes},
+                                      std::pair{"gpus-per-node", &request.launch.gpus_per_node}}) {
+      if (!args.Has(flag)) continue;
+      absl::StatusOr<int64_t> value = args.GetInt(flag, 0);
+      if (!value.ok()) return value.status();
+      *field = *value;
+    }
+    for (const auto& [flag, field] : {std::pair{"time", &request.launch.time},
+                                      std::pair{"partition", &request.launch.partition},
+                                      std::pair{"account", &request.launch.account}})
+      if (args.Has(flag)) *field = args.Get(flag);
     if (args.Has("mode")) {
       const std::string mode = args.Get("mode");
       if (mode == "run") {
