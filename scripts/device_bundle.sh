@@ -93,6 +93,7 @@ if [[ ${1:-} == --bench ]]; then
   exec "$here/bin/train_device_bench" "$@"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+echo "== fam --version"; "$here/bin/fam" --version || true  # the libraries dlopen found, the GPUs
 status=0
 for t in "$here"/bin/*_test; do
   missing=$(ldd "$t" | grep "not found" || true)

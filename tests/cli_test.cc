@@ -73,6 +73,40 @@ TEST_F(CliTest, HelpAndUsageErrors) {
   EXPECT_NE(missing.output.find("missing --weights"), std::string::npos) << missing.output;
 }
 
+// `fam --version` / `fam version`: the lines a bug report needs, the commit matching the checkout.
+TEST_F(CliTest, VersionNamesTheBuildAndWhatItCanUse) {
+  RunOutput flag = RunFam("--version");
+  RunOutput command = RunFam("version");
+  ASSERT_EQ(flag.exit_code, 0) << flag.output;
+  EXPECT_EQ(command.exit_code, 0);
+  EXPECT_EQ(flag.output, command.output);
+  for (const char* line : {"build ", "CPU ", "host memory ", "OpenMP ", "BLAS ",
+                           "MPI ", "NCCL ", "CUDA backend "}) {
+    EXPECT_NE(flag.output.find(std::string("\n") + line), std::string::npos) << line << flag.output;
+  }
+  EXPECT_EQ(flag.output.rfind("famtrain ", 0), 0u) << flag.output;
+  const char* source = std::getenv("FAM_SOURCE_DIR");
+  if (source != nullptr && fs::exists(fs::path(source) / ".git")) {
+    RunOutput head = RunCommand(std::string("git -C ") + source + " rev-parse --short=12 HEAD");
+    if (head.exit_code == 0 && head.output.size() >= 12) {
+      const std::string commit = head.output.substr(0, 12);
+      EXPECT_NE(flag.output.find("commit " + commit), std::string::npos)
+          << "expected commit " << commit << " in:\n" << flag.output;
+    }
+  }
+  RunOutput extra = RunFam("version --verbose");
+  EXPECT_EQ(extra.exit_code, 2) << extra.output;
+}
+
+// cuBLAS/cuBLASLt are opened at the first GPU matrix multiply, not linked: a CPU command does not
+// pay their ~150 MB of resident memory at start.
+TEST_F(CliTest, TheBinaryDoesNotLinkCublas) {
+  RunOutput needed = RunCommand("readelf -d " + FamBinary());
+  if (needed.exit_code != 0) GTEST_SKIP() << "readelf unavailable: " << needed.output;
+  EXPECT_NE(needed.output.find("NEEDED"), std::string::npos) << needed.output;
+  EXPECT_EQ(needed.output.find("libcublas"), std::string::npos) << needed.output;
+}
+
 TEST_F(CliTest, BadConfigNamesKeyAndLine) {
   std::string path = Write("bad.yaml", "model:\n  preset: tiny\ntrainer:\n  stpes: 10\n");
   RunOutput r = RunFam("train --config " + path);

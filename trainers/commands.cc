@@ -8,7 +8,7 @@
 
 namespace fam {
 
-std::vector<Command> AllCommands() { return {PrepareDataCommand(), PrepareInstructionsCommand(), TrainCommand(), EvalCommand(), GenerateCommand(), InfoCommand(), PlanCommand(), ForwardCommand(), ImportCommand(), ExportCommand(), ConfigCommand(), SweepCommand(), NightlyCommand()}; }
+std::vector<Command> AllCommands() { return {PrepareDataCommand(), PrepareInstructionsCommand(), TrainCommand(), EvalCommand(), GenerateCommand(), InfoCommand(), PlanCommand(), ForwardCommand(), ImportCommand(), ExportCommand(), ConfigCommand(), SweepCommand(), NightlyCommand(), VersionCommand()}; }
 
 absl::StatusOr<std::vector<int64_t>> ReadTokenIds(const std::string& path) {
   std::ifstream in(path);

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,7 +33,10 @@ Command ExportCommand();
 Command SweepCommand();
 Command NightlyCommand();
 Command PlanCommand();
+Command VersionCommand();
 std::vector<Command> AllCommands();
+// The lines of `fam version`: (what, description) pairs, build first, then CPU, libraries, GPUs.
+std::vector<std::pair<std::string, std::string>> VersionReport();
 
 // Reads whitespace-separated token ids; errors name the bad token and its index.
 absl::StatusOr<std::vector<int64_t>> ReadTokenIds(const std::string& path);

@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
     PrintHelp(commands);
     return argc < 2 ? 2 : 0;
   }
-  const std::string name = argv[1];
+  const std::string name = std::string(argv[1]) == "--version" ? "version" : argv[1];
   for (const fam::Command& c : commands) {
     if (c.name != name) continue;
     for (int i = 2; i < argc; ++i) {

@@ -414,4 +414,17 @@ void AbortJob(int exit_code) {
 
 #endif  // FAM_HAVE_MPI
 
+std::string MpiLibraryDescription() {
+#ifdef FAM_HAVE_MPI
+  char text[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  if (MPI_Get_library_version(text, &length) != MPI_SUCCESS) return "unknown";
+  std::string line(text, static_cast<size_t>(length));
+  const size_t end = line.find_first_of(",\n");  // the first clause names library and version
+  return line.substr(0, end);
+#else
+  return "not built (no MPI found at configure time)";
+#endif
+}
+
 }  // namespace fam::dist

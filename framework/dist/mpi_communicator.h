@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "framework/dist/communicator.h"
@@ -29,6 +30,9 @@ absl::Status EnsureMpiInitialized(const DistEnv& env);
 // Blocking broadcast of raw bytes over all ranks from `root` (used to hand out the NCCL id); a
 // DeadlineExceeded error after timeout_s.
 absl::Status MpiBroadcastBytes(void* data, size_t nbytes, int root, double timeout_s);
+
+// The MPI library's own version line ("Open MPI v4.1.4, ...") or "not built"; safe before MPI_Init.
+std::string MpiLibraryDescription();
 
 // Ends every rank of the job with exit_code (MPI_Abort when MPI is initialised, else _Exit).
 [[noreturn]] void AbortJob(int exit_code);

@@ -22,6 +22,10 @@ namespace fam::dist {
 
 bool NcclBuilt() { return false; }
 
+std::string NcclDescription() {
+  return "not built (CUDA and nccl.h/libnccl were not found at configure time)";
+}
+
 absl::StatusOr<std::shared_ptr<Communicator>> CreateNcclCommunicator(const DistEnv& env, Device,
                                                                      double) {
   return absl::UnimplementedError(absl::StrCat(
@@ -33,6 +37,14 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateNcclCommunicator(const DistE
 #else  // FAM_HAVE_NCCL
 
 bool NcclBuilt() { return true; }
+
+std::string NcclDescription() {
+  int v = 0;
+  if (ncclGetVersion(&v) != ncclSuccess) return "unknown";
+  // NCCL >= 2.9 encodes major*10000 + minor*100 + patch.
+  return absl::StrCat(v / 10000, ".", (v % 10000) / 100, ".", v % 100, " (built against ",
+                      NCCL_MAJOR, ".", NCCL_MINOR, ".", NCCL_PATCH, ")");
+}
 
 namespace {
 

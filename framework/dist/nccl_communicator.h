@@ -14,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "framework/core/device.h"
@@ -24,6 +25,8 @@ namespace fam::dist {
 
 // Whether this build has the NCCL communicator.
 bool NcclBuilt();
+// "2.27.3" (the loaded library's ncclGetVersion) or why NCCL is absent.
+std::string NcclDescription();
 
 absl::StatusOr<std::shared_ptr<Communicator>> CreateNcclCommunicator(const DistEnv& env,
                                                                      Device device,

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "framework/backends/cpu/cpu_backend.h"
 #include "framework/backends/cpu/cpu_dispatch.h"
 
@@ -41,12 +42,12 @@ void GemmTiledTyped(const GemmArgs& g) {
           const int64_t kk = std::min(kTileK, g.k - k0);
           for (int64_t i = 0; i < mi; ++i)
             for (int64_t p = 0; p < kk; ++p)
-              a_tile[i * kTileK + p] = g.trans_a ? a[(k0 + p) * g.lda + (i0 + i)]
-                                                 : a[(i0 + i) * g.lda + (k0 + p)];
+              a_tile[i * kTileK + p] =
+                  g.trans_a ? a[(k0 + p) * g.lda + (i0 + i)] : a[(i0 + i) * g.lda + (k0 + p)];
           for (int64_t p = 0; p < kk; ++p)
             for (int64_t j = 0; j < nj; ++j)
-              b_tile[p * kTileN + j] = g.trans_b ? b[(j0 + j) * g.ldb + (k0 + p)]
-                                                 : b[(k0 + p) * g.ldb + (j0 + j)];
+              b_tile[p * kTileN + j] =
+                  g.trans_b ? b[(j0 + j) * g.ldb + (k0 + p)] : b[(k0 + p) * g.ldb + (j0 + j)];
           for (int64_t i = 0; i < mi; ++i) {
             T* crow = c_tile.data() + i * kTileN;
             for (int64_t p = 0; p < kk; ++p) {
@@ -81,6 +82,17 @@ bool HaveBlas() {
 #endif
 }
 
+std::string BlasDescription() {
+#ifdef FAM_HAVE_OPENBLAS
+  std::string config = openblas_get_config();
+  while (!config.empty() && config.back() == ' ') config.pop_back();
+  return absl::StrCat(config, " (core ", openblas_get_corename(), ", ", openblas_get_num_threads(),
+                      " threads)");
+#else
+  return "built-in tiled GEMM (OpenBLAS off at build time: FAM_USE_OPENBLAS=OFF)";
+#endif
+}
+
 void GemmBlas(const GemmArgs& g) {
 #ifdef FAM_HAVE_OPENBLAS
   const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
@@ -91,8 +103,8 @@ void GemmBlas(const GemmArgs& g) {
     float* c = g.c.data<float>();
     for (int64_t i = 0; i < g.batch; ++i)
       cblas_sgemm(CblasRowMajor, ta, tb, g.m, g.n, g.k, static_cast<float>(g.alpha),
-                  a + i * g.stride_a, g.lda, b + i * g.stride_b, g.ldb,
-                  static_cast<float>(g.beta), c + i * g.stride_c, g.ldc);
+                  a + i * g.stride_a, g.lda, b + i * g.stride_b, g.ldb, static_cast<float>(g.beta),
+                  c + i * g.stride_c, g.ldc);
   } else {
     FAM_CHECK(g.c.dtype() == DType::kF64, "matmul: unsupported dtype ", DTypeName(g.c.dtype()));
     const double* a = g.a.data<double>();

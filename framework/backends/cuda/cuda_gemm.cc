@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "framework/backends/cuda/cublas_library.h"
 #include "framework/backends/cuda/cuda_device.h"
 #include "framework/backends/cuda/cuda_gemm_layout.h"
 #include "framework/backends/cuda/cuda_kernels.h"
@@ -11,7 +12,7 @@ namespace fam::cuda {
 
 void ThrowCublasError(cublasStatus_t status, const char* expr, const char* file, int line) {
   ThrowError(absl::StatusCode::kInternal, "cuBLAS error ", static_cast<int>(status), " (",
-             cublasGetStatusString(status), ") in ", expr, " at ", file, ":", line);
+             Cublas().cublasGetStatusString(status), ") in ", expr, " at ", file, ":", line);
 }
 
 int PointerAlignment(const void* p) {
@@ -27,25 +28,25 @@ struct GemmRunner::Plan {
   cublasLtMatmulAlgo_t algo{};
   size_t workspace = 0;
   ~Plan() {
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (desc) cublasLtMatmulDescDestroy(desc);
+    if (a) Cublas().cublasLtMatrixLayoutDestroy(a);
+    if (b) Cublas().cublasLtMatrixLayoutDestroy(b);
+    if (c) Cublas().cublasLtMatrixLayoutDestroy(c);
+    if (desc) Cublas().cublasLtMatmulDescDestroy(desc);
   }
 };
 
 GemmRunner::GemmRunner(cudaStream_t stream, void* workspace, size_t workspace_bytes)
     : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {
-  FAM_CUBLAS_CHECK(cublasLtCreate(&lt_));
-  FAM_CUBLAS_CHECK(cublasCreate(&blas_));
-  FAM_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
-  FAM_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_, workspace_bytes_));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtCreate(&lt_));
+  FAM_CUBLAS_CHECK(Cublas().cublasCreate(&blas_));
+  FAM_CUBLAS_CHECK(Cublas().cublasSetStream(blas_, stream_));
+  FAM_CUBLAS_CHECK(Cublas().cublasSetWorkspace(blas_, workspace_, workspace_bytes_));
 }
 
 GemmRunner::~GemmRunner() {
   plans_.clear();
-  if (blas_) cublasDestroy(blas_);
-  if (lt_) cublasLtDestroy(lt_);
+  if (blas_) Cublas().cublasDestroy(blas_);
+  if (lt_) Cublas().cublasLtDestroy(lt_);
 }
 
 namespace {
@@ -56,9 +57,9 @@ cudaDataType_t LtType(int dtype) {
 
 void SetLayoutBatch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
   const int32_t count = static_cast<int32_t>(batch);
-  FAM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
-                                                    &count, sizeof(count)));
-  FAM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatrixLayoutSetAttribute(
+      layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatrixLayoutSetAttribute(
       layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
 }
 
@@ -70,55 +71,54 @@ GemmRunner::Plan& GemmRunner::PlanFor(const GemmKey& key) {
   if (it != plans_.end()) return *it->second;
   auto plan = std::make_unique<Plan>();
   const cudaDataType_t type = LtType(key.dtype);
-  const cublasComputeType_t compute =
-      key.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  FAM_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F));
-  const ColumnMajorGemm cm = ToColumnMajor(key.trans_a, key.trans_b, key.m, key.n, key.k, key.lda,
-                                            key.ldb, key.ldc, key.stride_a, key.stride_b,
-                                            key.stride_c);
+  const cublasComputeType_t compute = key.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatmulDescCreate(&plan->desc, compute, CUDA_R_32F));
+  const ColumnMajorGemm cm =
+      ToColumnMajor(key.trans_a, key.trans_b, key.m, key.n, key.k, key.lda, key.ldb, key.ldc,
+                    key.stride_a, key.stride_b, key.stride_c);
   const cublasOperation_t op_first = cm.first.transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_second = cm.second.transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
-  FAM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA,
-                                                  &op_first, sizeof(op_first)));
-  FAM_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB,
-                                                  &op_second, sizeof(op_second)));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                           &op_first, sizeof(op_first)));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                           &op_second, sizeof(op_second)));
   // cuBLASLt's A is the first operand (row-major B), its B the second (row-major A).
-  FAM_CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&plan->a, type, cm.first.rows, cm.first.cols, cm.first.ld));
-  FAM_CUBLAS_CHECK(
-      cublasLtMatrixLayoutCreate(&plan->b, type, cm.second.rows, cm.second.cols, cm.second.ld));
-  FAM_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->c, type, cm.m, cm.n, cm.ldc));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatrixLayoutCreate(&plan->a, type, cm.first.rows, cm.first.cols,
+                                                       cm.first.ld));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatrixLayoutCreate(&plan->b, type, cm.second.rows,
+                                                       cm.second.cols, cm.second.ld));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatrixLayoutCreate(&plan->c, type, cm.m, cm.n, cm.ldc));
   if (key.batch > 1) {
     SetLayoutBatch(plan->a, key.batch, cm.first.batch_stride);
     SetLayoutBatch(plan->b, key.batch, cm.second.batch_stride);
     SetLayoutBatch(plan->c, key.batch, cm.stride_c);
   }
   cublasLtMatmulPreference_t pref = nullptr;
-  FAM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t ws = workspace_bytes_;
   const uint32_t align_first = static_cast<uint32_t>(key.align_b);
   const uint32_t align_second = static_cast<uint32_t>(key.align_a);
   const uint32_t align_c = static_cast<uint32_t>(key.align_c);
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
+  cublasStatus_t status = Cublas().cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(
+    status = Cublas().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_first, sizeof(align_first));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(
+    status = Cublas().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_second, sizeof(align_second));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(
+    status = Cublas().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulPreferenceSetAttribute(
+    status = Cublas().cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c));
   if (status == CUBLAS_STATUS_SUCCESS)
-    status = cublasLtMatmulAlgoGetHeuristic(lt_, plan->desc, plan->a, plan->b, plan->c, plan->c,
-                                            pref, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
+    status = Cublas().cublasLtMatmulAlgoGetHeuristic(lt_, plan->desc, plan->a, plan->b, plan->c,
+                                                     plan->c, pref, 1, &result, &found);
+  Cublas().cublasLtMatmulPreferenceDestroy(pref);
   FAM_CUBLAS_CHECK(status);
   FAM_CHECK(found > 0 && result.state == CUBLAS_STATUS_SUCCESS,
             "cuBLASLt has no algorithm for matmul m=", key.m, " n=", key.n, " k=", key.k,
@@ -134,21 +134,20 @@ void GemmRunner::RunLt(const GemmKey& key, const void* a, const void* b, void* c
                        double beta) {
   Plan& plan = PlanFor(key);
   const float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
-  FAM_CUBLAS_CHECK(cublasLtMatmul(lt_, plan.desc, &alpha_f, b, plan.a, a, plan.b, &beta_f, c,
-                                  plan.c, c, plan.c, &plan.algo, workspace_, plan.workspace,
-                                  stream_));
+  FAM_CUBLAS_CHECK(Cublas().cublasLtMatmul(lt_, plan.desc, &alpha_f, b, plan.a, a, plan.b, &beta_f,
+                                           c, plan.c, c, plan.c, &plan.algo, workspace_,
+                                           plan.workspace, stream_));
 }
 
 void GemmRunner::RunF64(const GemmArgs& g, const double* a, const double* b, double* c,
                         int64_t batch) {
-  const ColumnMajorGemm cm = ToColumnMajor(g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb,
-                                            g.ldc, g.stride_a, g.stride_b, g.stride_c);
+  const ColumnMajorGemm cm = ToColumnMajor(g.trans_a, g.trans_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldc,
+                                           g.stride_a, g.stride_b, g.stride_c);
   const cublasOperation_t op_first = cm.first.transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_second = cm.second.transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
-  FAM_CUBLAS_CHECK(cublasDgemmStridedBatched_64(
-      blas_, op_first, op_second, cm.m, cm.n, cm.k, &g.alpha, b, cm.first.ld,
-      cm.first.batch_stride, a, cm.second.ld, cm.second.batch_stride, &g.beta, c, cm.ldc,
-      cm.stride_c, batch));
+  FAM_CUBLAS_CHECK(Cublas().cublasDgemmStridedBatched_64(
+      blas_, op_first, op_second, cm.m, cm.n, cm.k, &g.alpha, b, cm.first.ld, cm.first.batch_stride,
+      a, cm.second.ld, cm.second.batch_stride, &g.beta, c, cm.ldc, cm.stride_c, batch));
 }
 
 void GemmRunner::Run(const GemmArgs& g, bool allow_tf32) {

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace fam {
 
@@ -16,5 +18,10 @@ int CudaDeviceCount();
 int64_t CudaDeviceMemoryBytes(int index);
 // The device's name ("NVIDIA H100 80GB HBM3"); empty when not built, absent or not queryable.
 std::string CudaDeviceName(int index);
+
+// The CUDA stack as `fam --version` shows it, one (name, description) pair per line: the runtime
+// (loaded and built-against versions), the driver, cuBLAS/cuBLASLt (opened for the report: they
+// are otherwise loaded at the first GEMM), cuDNN when present, and every visible GPU.
+std::vector<std::pair<std::string, std::string>> CudaStackReport();
 
 }  // namespace fam
