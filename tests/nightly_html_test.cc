@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
+#include "tests/gradcheck.h"
 #include "tests/test_util.h"
 #include "trainers/sweep.h"
 
@@ -104,21 +105,11 @@ TEST(NightlyHtml, NoRegressionsRowAndEscapedNames) {
 
 class NightlyHtmlTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "fam_nightly_html_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
+  void SetUp() override { dir_ = testing::FreshTestDir("fam_nightly_html_"); }
   void TearDown() override { fs::remove_all(dir_); }
 
   void SaveCheckpoint(const std::string& run, int64_t step, float value) {
-    io::CheckpointOptions options;
-    options.dir = (dir_ / "runs" / run / "checkpoints").string();
-    io::CheckpointManager manager(options);
-    io::CheckpointData data;
-    data.step = step;
-    data.model = {{"w", Tensor::FromFloats({value, 2.0f}, {2})}};
-    ASSERT_TRUE(manager.Save(data).ok());
+    testing::SaveTinyCheckpoint(dir_ / "runs", run, step, value);
   }
 
   // Three nights of two runs; on the third, alpha's val loss and PassKey 128 regress. The

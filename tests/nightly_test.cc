@@ -21,6 +21,7 @@
 #include "framework/data/token_shard.h"
 #include "framework/io/checkpoint.h"
 #include "gtest/gtest.h"
+#include "tests/gradcheck.h"
 #include "tests/test_util.h"
 #include "trainers/cli.h"
 #include "trainers/pretrain.h"
@@ -135,22 +136,11 @@ TEST(NightlyRegressions, LossesRelativeAccuracyAbsolute) {
 
 class NightlyTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "fam_nightly_test_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
+  void SetUp() override { dir_ = testing::FreshTestDir("fam_nightly_test_"); }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // A valid checkpoint (one small tensor) of the run folder `run` at `step`.
   void SaveCheckpoint(const std::string& run, int64_t step, float value) {
-    io::CheckpointOptions options;
-    options.dir = (dir_ / "runs" / run / "checkpoints").string();
-    io::CheckpointManager manager(options);
-    io::CheckpointData data;
-    data.step = step;
-    data.model = {{"w", Tensor::FromFloats({value, 2.0f}, {2})}};
-    ASSERT_TRUE(manager.Save(data).ok());
+    testing::SaveTinyCheckpoint(dir_ / "runs", run, step, value);
   }
 
   fs::path dir_;

@@ -45,8 +45,8 @@ void WriteSentenceShards(const fs::path& dir, size_t val_tokens) {
 
 std::string LearningRunYaml(const std::string& name, const fs::path& dir) {
   return "name: " + name + "\nrun_dir: " + (dir / "runs").string() + "\n" + kLearningModelYaml +
-         "data: {train: " + (dir / "train-*.bin").string() + ", val: " +
-         (dir / "val-*.bin").string() + R"(}
+         "data: {train: " + (dir / "train-*.bin").string() +
+         ", val: " + (dir / "val-*.bin").string() + R"(}
 optimizer: {type: adamw, lr: 0.01, weight_decay: 0.01, grad_clip: 1.0}
 schedule: {type: cosine, warmup_steps: 2, decay_steps: 12, min_lr_ratio: 0.1}
 trainer: {steps: 12, global_batch: 4, micro_batch: 2, seq_len: 32, seed: 7, log_interval: 1,
@@ -122,6 +122,17 @@ void ExpectMastersSaved(const io::LoadedCheckpoint& c) {
   int masters = 0;
   for (auto& [name, t] : c.optimizer) masters += name.ends_with(".master");
   EXPECT_EQ(masters, static_cast<int>(c.model.size()));
+}
+
+void SaveTinyCheckpoint(const std::filesystem::path& runs_dir, const std::string& run, int64_t step,
+                        float value) {
+  io::CheckpointOptions options;
+  options.dir = (runs_dir / run / "checkpoints").string();
+  io::CheckpointManager manager(options);
+  io::CheckpointData data;
+  data.step = step;
+  data.model = {{"w", Tensor::FromFloats({value, 2.0f}, {2})}};
+  ASSERT_TRUE(manager.Save(data).ok());
 }
 
 }  // namespace fam::testing

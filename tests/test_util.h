@@ -56,6 +56,11 @@ bool SameBits(const Tensor& a, const Tensor& b);
 double MaxLossDifference(const std::vector<std::pair<int64_t, double>>& a,
                          const std::vector<std::pair<int64_t, double>>& b);
 
+// A valid checkpoint with one small tensor "w" = {value, 2} at `step`, saved under
+// runs_dir/<run>/checkpoints (what the nightly tests evaluate).
+void SaveTinyCheckpoint(const std::filesystem::path& runs_dir, const std::string& run, int64_t step,
+                        float value);
+
 // A checkpoint of a bf16 run: f32 weights equal to the f32 master copies in the optimizer state,
 // one master per trained tensor (which proves the parameters were bf16), none for anything else.
 void ExpectMastersSaved(const io::LoadedCheckpoint& c);

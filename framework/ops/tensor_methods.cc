@@ -3,6 +3,7 @@
 // declarations are in framework/core (tensor.h, rng.h); they are defined here, in the ops layer,
 // so that core includes nothing above it (docs/layers.txt).
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "framework/backends/registry.h"
@@ -37,28 +38,26 @@ Tensor HostView(const Tensor& t) {
   return t.device().is_cpu() ? t : ops::To(t.detach(), Device::CPU());
 }
 
+// The elements of `x` converted to T (f64 or i64) in a host vector.
+template <typename T>
+std::vector<T> CopyToHostVector(const Tensor& x) {
+  const Tensor host = HostView(x);
+  Tensor t = Tensor::Empty(x.shape(), std::is_same_v<T, double> ? DType::kF64 : DType::kI64);
+  GetBackend(Device::CPU()).Copy(host, t);
+  const T* p = t.data<T>();
+  return std::vector<T>(p, p + x.numel());
+}
+
 }  // namespace
 
-std::vector<double> Tensor::ToDoubles() const {
-  const Tensor host = HostView(*this);
-  Tensor t = Tensor::Empty(shape(), DType::kF64);
-  GetBackend(Device::CPU()).Copy(host, t);
-  const double* p = t.data<double>();
-  return std::vector<double>(p, p + numel());
-}
+std::vector<double> Tensor::ToDoubles() const { return CopyToHostVector<double>(*this); }
 
 std::vector<float> Tensor::ToFloats() const {
   std::vector<double> d = ToDoubles();
   return std::vector<float>(d.begin(), d.end());
 }
 
-std::vector<int64_t> Tensor::ToInts() const {
-  const Tensor host = HostView(*this);
-  Tensor t = Tensor::Empty(shape(), DType::kI64);
-  GetBackend(Device::CPU()).Copy(host, t);
-  const int64_t* p = t.data<int64_t>();
-  return std::vector<int64_t>(p, p + numel());
-}
+std::vector<int64_t> Tensor::ToInts() const { return CopyToHostVector<int64_t>(*this); }
 
 double Tensor::item() const {
   FAM_CHECK(numel() == 1, "item() needs a one-element tensor, got ", Describe());
