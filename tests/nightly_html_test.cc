@@ -48,7 +48,7 @@ std::string Count(const std::string& text, const std::string& part) {
 // The Chromium binary on PATH ("" when there is none).
 std::string Chromium() {
   for (const char* name : {"chromium", "chromium-browser"})
-    if (sweep::OnPath(name)) return name;
+    if (OnPath(name)) return name;
   return "";
 }
 
@@ -56,8 +56,8 @@ std::string Chromium() {
 std::string DumpDom(const std::string& chromium, const fs::path& page, const fs::path& profile) {
   const std::string cmd = absl::StrCat(
       "timeout 120 ", chromium, " --headless --disable-gpu --no-sandbox --no-first-run ",
-      "--user-data-dir=", sweep::ShellQuote(profile.string()), " --dump-dom ",
-      sweep::ShellQuote("file://" + fs::absolute(page).string()), " 2>/dev/null");
+      "--user-data-dir=", ShellQuote(profile.string()), " --dump-dom ",
+      ShellQuote("file://" + fs::absolute(page).string()), " 2>/dev/null");
   std::string out;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return out;

@@ -31,6 +31,7 @@
 #include "framework/ops/ops.h"
 #include "models/fam/weights_io.h"
 #include "trainers/portable_checkpoint.h"
+#include "trainers/shell_words.h"
 
 namespace fam::eval {
 namespace {
@@ -861,23 +862,6 @@ absl::StatusOr<LossCurves> ReadLossCurves(const std::string& metrics_jsonl) {
 }
 
 namespace {
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return out + "'";
-}
-
-bool OnPath(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return false;
-  for (absl::string_view dir : absl::StrSplit(path, ':')) {
-    if (dir.empty()) continue;
-    const std::string candidate = absl::StrCat(dir, "/", program);
-    if (access(candidate.c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
 
 // scripts/plot_report.sh: under $FAM_SOURCE_DIR, or upward from the working directory or from
 // the executable's folder. "" when not found.

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "framework/io/yaml_reader.h"
 #include "trainers/run_config.h"
+#include "trainers/shell_words.h"  // ShellQuote, OnPath: used by sweep and nightly callers
 
 namespace fam::sweep {
 
@@ -202,10 +203,8 @@ absl::StatusOr<SweepOutcome> RunSweep(const SweepRequest& request, std::ostream&
 
 // ---- small helpers shared with trainers/nightly ----
 
-std::string ShellQuote(const std::string& text);
 // Characters other than letters, digits and "._+-" become '_' (cell and job names).
 std::string SanitizeName(const std::string& text);
-bool OnPath(const std::string& program);
 // Runs `gnuplot <script>`; a missing gnuplot or a failure is a warning in the returned text (""
 // when it worked).
 std::string RunGnuplot(const std::string& script_path);
