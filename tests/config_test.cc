@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/io/edit_distance.h"
 #include "framework/io/yaml_reader.h"
 #include "gtest/gtest.h"
 #include "trainers/run_config.h"
@@ -879,6 +880,17 @@ TEST_F(ConfigTest, FileErrorsPointIntoTheFileThatWroteTheKey) {
   const std::string model = Write("m.yaml", "d_model: 8\nn_layer: 2\n");
   EXPECT_TRUE(IsConfigError(LoadModelConfig(model).status(), model + ":2:1", "model.n_layer",
                             "unknown key (did you mean \"n_layers\"?)"));
+}
+
+// The distance behind every "did you mean" (config keys, sweep axes): optimal string alignment.
+TEST(EditDistanceTest, CountsEditsAndAdjacentSwaps) {
+  EXPECT_EQ(io::EditDistance("learning_rate", "learning_rate"), 0u);
+  EXPECT_EQ(io::EditDistance("laerning", "learning"), 1u);  // one swap
+  EXPECT_EQ(io::EditDistance("kitten", "sitting"), 3u);
+  EXPECT_EQ(io::EditDistance("", "abc"), 3u);
+  EXPECT_EQ(io::EditDistance("abc", ""), 3u);
+  EXPECT_EQ(io::EditDistance("ca", "abc"), 3u);  // a swapped pair is not edited again (OSA)
+  EXPECT_EQ(io::EditDistance("steps", "step"), 1u);
 }
 
 }  // namespace

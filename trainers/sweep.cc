@@ -19,6 +19,7 @@
 #include "framework/core/error.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/checkpoint.h"
+#include "framework/io/edit_distance.h"
 #include "nlohmann/json.hpp"
 #include "trainers/evaluate.h"
 #include "trainers/pretrain.h"
@@ -59,21 +60,6 @@ void LeafPaths(const ConfigNode& node, const std::string& prefix, std::vector<st
     else
       out->push_back(path);
   }
-}
-
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
-      diagonal = up;
-    }
-  }
-  return row[b.size()];
 }
 
 // A value as override text (parsed as YAML again by ApplyOverrides).
@@ -353,7 +339,7 @@ absl::StatusOr<std::string> ResolveRunKey(const std::string& written, const Sour
   for (const std::string& key : keys) {
     for (const std::string& candidate : {key, key.substr(std::min(key.size(), size_t{6}))}) {
       if (candidate != key && key.rfind("model.", 0) != 0) continue;
-      const size_t d = EditDistance(written, candidate);
+      const size_t d = io::EditDistance(written, candidate);
       if (d < best_distance) {
         best_distance = d;
         best = key;

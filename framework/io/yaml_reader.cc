@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "framework/io/edit_distance.h"
 #include "yaml-cpp/yaml.h"
 
 namespace fam {
@@ -73,23 +74,6 @@ std::string FormatDouble(double value) {
   char buffer[64];
   auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
   return ec == std::errc() ? std::string(buffer, ptr) : absl::StrCat(value);
-}
-
-// Optimal-string-alignment distance (edits, adjacent swaps counting one).
-size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
-  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    }
-  }
-  return d[a.size()][b.size()];
 }
 
 absl::Status Convert(const YAML::Node& in, const std::string& file, const std::string& path,
@@ -815,7 +799,7 @@ absl::Status YamlReader::Finish() {
     const std::string* best = nullptr;
     size_t best_distance = 0;
     for (const std::string& known : known_) {
-      const size_t distance = EditDistance(child.key, known);
+      const size_t distance = io::EditDistance(child.key, known);
       if (best == nullptr || distance < best_distance) {
         best = &known;
         best_distance = distance;
