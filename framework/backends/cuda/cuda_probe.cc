@@ -66,6 +66,11 @@ namespace {
 
 std::string CudaVersionString(int v) { return absl::StrCat(v / 1000, ".", (v % 1000) / 10); }
 
+// "9.19.0" from cuDNN's and cuBLAS's encoding, major*10000 + minor*100 + patch.
+std::string MajorMinorPatch(size_t v) {
+  return absl::StrCat(v / 10000, ".", (v % 10000) / 100, ".", v % 100);
+}
+
 // cuDNN is not linked (nothing in the backend calls it yet); report whether one can be opened.
 std::string CudnnDescription() {
   for (const char* name : {"libcudnn.so.9", "libcudnn.so"}) {
@@ -74,10 +79,9 @@ std::string CudnnDescription() {
     using GetVersion = size_t (*)();
     auto get = reinterpret_cast<GetVersion>(dlsym(handle, "cudnnGetVersion"));
     const size_t v = get ? get() : 0;
-    // cuDNN 9 encodes major*10000 + minor*100 + patch.
+    dlclose(handle);  // only asked for its version
     return v == 0 ? absl::StrCat(name, " found (version unknown), not used by this build")
-                  : absl::StrCat(v / 10000, ".", (v % 10000) / 100, ".", v % 100, " (", name,
-                                 "), not used by this build");
+                  : absl::StrCat(MajorMinorPatch(v), " (", name, "), not used by this build");
   }
   return "not found (not used by this build)";
 }
@@ -100,8 +104,7 @@ std::vector<std::pair<std::string, std::string>> CudaStackReport() {
   std::string why;
   if (const cuda::CublasLibrary* blas = cuda::TryCublas(&why)) {
     const size_t v = blas->cublasLtGetVersion();
-    lines.emplace_back("cuBLASLt", absl::StrCat(v / 10000, ".", (v % 10000) / 100, ".", v % 100,
-                                                " (", blas->lt_path, ")"));
+    lines.emplace_back("cuBLASLt", absl::StrCat(MajorMinorPatch(v), " (", blas->lt_path, ")"));
   } else {
     lines.emplace_back("cuBLASLt", why);
   }
