@@ -14,7 +14,7 @@
 
 #include "absl/strings/numbers.h"
 #include "models/fam/model.h"
-#include "trainers/run_config.h"
+#include "trainers/train/run_config.h"
 
 namespace {
 

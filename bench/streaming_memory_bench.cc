@@ -17,7 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "framework/autograd/node.h"
 #include "models/fam/model.h"
-#include "trainers/run_config.h"
+#include "trainers/train/run_config.h"
 
 namespace {
 

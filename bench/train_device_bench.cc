@@ -1,7 +1,7 @@
 // Training throughput of the real trainer (RunTraining: loader, forward, chunked loss, backward,
 // clipping, AdamW with f32 masters) on synthetic tokens, FAM against BSWA (and full attention on
 // request) at the same block size and memory segments: tokens/s, model TFLOP/s, MFU against the
-// device's datasheet peak (trainers/peak_flops.h; attention counted over the attended span only,
+// device's datasheet peak (trainers/train/peak_flops.h; attention counted over the attended span only,
 // recomputation not counted) and the step-time ratio FAM / BSWA. The GPU goals: MFU >= 50%
 // for the 1B preset at seq 8192 on one GPU, FAM <= 1.05x BSWA.
 //
@@ -32,9 +32,9 @@
 #include "framework/backends/registry.h"
 #include "framework/data/token_shard.h"
 #include "nlohmann/json.hpp"
-#include "trainers/peak_flops.h"
-#include "trainers/pretrain.h"
-#include "trainers/run_config.h"
+#include "trainers/train/peak_flops.h"
+#include "trainers/train/train_loop.h"
+#include "trainers/train/run_config.h"
 
 namespace fam {
 namespace {

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see trainers/fam_main.cc
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see trainers/cli/fam_main.cc
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 if [ "${1:-}" = "--asan" ]; then

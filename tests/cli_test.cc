@@ -19,7 +19,7 @@
 #include "models/fam/weights_io.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
-#include "trainers/run_config.h"
+#include "trainers/train/run_config.h"
 
 namespace fam {
 namespace {

@@ -14,7 +14,7 @@
 #include "framework/io/edit_distance.h"
 #include "framework/io/yaml_reader.h"
 #include "gtest/gtest.h"
-#include "trainers/run_config.h"
+#include "trainers/train/run_config.h"
 
 namespace fam {
 namespace {

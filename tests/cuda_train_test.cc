@@ -13,8 +13,8 @@
 #include "nlohmann/json.hpp"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
-#include "trainers/pretrain.h"
-#include "trainers/run_config.h"
+#include "trainers/train/train_loop.h"
+#include "trainers/train/run_config.h"
 
 namespace fam {
 namespace {

@@ -22,10 +22,10 @@
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
 #include "tests/tiny_model_config.h"
-#include "trainers/evaluate.h"
-#include "trainers/peak_flops.h"
-#include "trainers/pretrain.h"
-#include "trainers/run_config.h"
+#include "trainers/eval/evaluate.h"
+#include "trainers/train/peak_flops.h"
+#include "trainers/train/train_loop.h"
+#include "trainers/train/run_config.h"
 
 namespace fam {
 namespace {

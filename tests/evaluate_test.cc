@@ -3,7 +3,7 @@
 // target), perplexity against uniform logits and a naive log-softmax, eval suite configs, the
 // report files, and `fam eval` / `fam generate` end to end on a tiny trained run (corrupt
 // checkpoints fail with exit code 2 naming the file).
-#include "trainers/evaluate.h"
+#include "trainers/eval/evaluate.h"
 
 #include <stdlib.h>
 
@@ -27,9 +27,9 @@
 #include "models/fam/weights_io.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "trainers/cli.h"
-#include "trainers/commands.h"
-#include "trainers/pretrain.h"
+#include "trainers/cli/cli.h"
+#include "trainers/cli/commands.h"
+#include "trainers/train/train_loop.h"
 
 namespace fam::eval {
 namespace {

@@ -16,7 +16,7 @@
 #include "gtest/gtest.h"
 #include "models/fam/lora.h"
 #include "models/fam/model.h"
-#include "trainers/finetune.h"
+#include "trainers/train/finetune.h"
 
 namespace fam {
 namespace {

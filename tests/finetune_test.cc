@@ -1,9 +1,9 @@
-// Fine-tuning setup (trainers/finetune.h): the model of a run (fresh init, or base weights from
+// Fine-tuning setup (trainers/train/finetune.h): the model of a run (fresh init, or base weights from
 // safetensors / checkpoint / run directories + LoRA, starting adapters), which parameters train
 // and decay, zero-weight tokens contributing no gradient (checked against a run whose targets at
 // those tokens differ), adapter-only checkpoints (tensors, trainer_state["lora"], restore round
 // trip) and the refusal of a different base, of mixed checkpoint kinds and of bad base files.
-#include "trainers/finetune.h"
+#include "trainers/train/finetune.h"
 
 #include <unistd.h>
 

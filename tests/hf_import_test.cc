@@ -31,7 +31,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/fam_reference.h"
 #include "tests/gradcheck.h"
-#include "trainers/run_config.h"
+#include "trainers/train/run_config.h"
 
 namespace fam {
 namespace {

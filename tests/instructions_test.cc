@@ -26,8 +26,8 @@
 #include "framework/data/weight_shard.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "trainers/cli.h"
-#include "trainers/commands.h"
+#include "trainers/cli/cli.h"
+#include "trainers/cli/commands.h"
 
 namespace fam::data {
 namespace {

@@ -1,7 +1,7 @@
-// The memory planner (trainers/memory_plan.h) against values computed by hand from the preset
+// The memory planner (trainers/train/memory_plan.h) against values computed by hand from the preset
 // dimensions (docs/memory.md gives each formula), its kept-activation formula against the measured
 // heap of a CPU f32 run, and the `fam plan` / `fam train` start check as users run them.
-#include "trainers/memory_plan.h"
+#include "trainers/train/memory_plan.h"
 
 #include <malloc.h>
 #include <sys/wait.h>
@@ -16,7 +16,7 @@
 #include "gtest/gtest.h"
 #include "models/fam/model.h"
 #include "tests/gradcheck.h"
-#include "trainers/run_config.h"
+#include "trainers/train/run_config.h"
 
 namespace fam {
 namespace {

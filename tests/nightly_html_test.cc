@@ -3,7 +3,7 @@
 // then the page in headless Chromium (skipped without it): it loads without script errors (the
 // page's own marker data-loaded="ok", no data-error) and shows the regression rows, and a page
 // with a broken script is caught by the same check.
-#include "trainers/nightly_html.h"
+#include "trainers/experiments/nightly_html.h"
 
 #include <stdlib.h>
 
@@ -20,7 +20,7 @@
 #include "gtest/gtest.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
-#include "trainers/sweep.h"
+#include "trainers/experiments/sweep.h"
 
 namespace fam::nightly {
 namespace {

@@ -3,7 +3,7 @@
 // lines named), the job on fabricated runs and reports (new checkpoints only, a worse night →
 // an error naming the metric), and scripts/nightly_eval.sh end to end on a tiny trained run with
 // the real `fam` binary (exit code 0, then 1 against a fabricated better previous night).
-#include "trainers/nightly.h"
+#include "trainers/experiments/nightly.h"
 
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -23,9 +23,9 @@
 #include "gtest/gtest.h"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
-#include "trainers/cli.h"
-#include "trainers/pretrain.h"
-#include "trainers/run_config.h"
+#include "trainers/cli/cli.h"
+#include "trainers/train/train_loop.h"
+#include "trainers/train/run_config.h"
 
 namespace fam::nightly {
 namespace {

@@ -1,6 +1,6 @@
 // Checkpoints that travel alone: a checkpoint copied away from its run directory and its data
 // still exports, generates, evaluates and resumes through the `fam` binary, with the run config and
-// tokenizer it carries (trainers/portable_checkpoint.h); a checkpoint written before they were
+// tokenizer it carries (trainers/train/portable_checkpoint.h); a checkpoint written before they were
 // carried still loads through its run directory; a tampered carried file is refused.
 #include <filesystem>
 #include <fstream>

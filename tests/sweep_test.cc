@@ -4,7 +4,7 @@
 // own metrics and reports, failures that do not stop the other cells, and the Slurm/mpirun scripts
 // (run with fake fam/srun/mpirun programs that log their arguments), multi-GPU cells (nodes x
 // gpus_per_node: #SBATCH lines, srun task count, flags over the file, a conflicting launch.ranks).
-#include "trainers/sweep.h"
+#include "trainers/experiments/sweep.h"
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -26,9 +26,9 @@
 #include "nlohmann/json.hpp"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
-#include "trainers/cli.h"
-#include "trainers/pretrain.h"
-#include "trainers/sweep_slurm.h"
+#include "trainers/cli/cli.h"
+#include "trainers/train/train_loop.h"
+#include "trainers/experiments/sweep_slurm.h"
 
 namespace fam::sweep {
 namespace {

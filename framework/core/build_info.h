@@ -1,6 +1,6 @@
 // What this binary is and what it was built with: version, git commit, build type, compiler,
 // the instruction sets it was compiled for and those the CPU has, OpenMP. `fam --version` prints
-// it with the BLAS, CUDA, NCCL and MPI lines of the layers above (trainers/version_command.cc).
+// it with the BLAS, CUDA, NCCL and MPI lines of the layers above (trainers/cli/version_command.cc).
 #pragma once
 
 #include <string>

@@ -53,18 +53,36 @@ absl::Status CatchToStatus(Fn&& fn) {
   }
 }
 
+// The process exit code of a status: 0 for OK, 2 for bad input (InvalidArgument, NotFound,
+// OutOfRange, FailedPrecondition, DataLoss, AlreadyExists), 1 for any other failure.
+inline int ExitCode(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk:
+      return 0;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAlreadyExists:
+      return 2;
+    default:
+      return 1;
+  }
+}
+
 }  // namespace fam
 
 // FAM_CHECK(cond, parts...): throws InvalidArgument with the joined parts when cond is false.
-#define FAM_CHECK(cond, ...)                                  \
-  do {                                                        \
-    if (!(cond)) ::fam::ThrowInvalid(__VA_ARGS__);            \
+#define FAM_CHECK(cond, ...)                       \
+  do {                                             \
+    if (!(cond)) ::fam::ThrowInvalid(__VA_ARGS__); \
   } while (0)
 
 // FAM_ASSERT(cond): an internal invariant; failure is a bug (kInternal), not bad input.
-#define FAM_ASSERT(cond)                                                                  \
-  do {                                                                                    \
-    if (!(cond))                                                                          \
-      ::fam::ThrowError(absl::StatusCode::kInternal, "internal error: ", #cond, " at ", \
-                        __FILE__, ":", __LINE__);                                         \
+#define FAM_ASSERT(cond)                                                                          \
+  do {                                                                                            \
+    if (!(cond))                                                                                  \
+      ::fam::ThrowError(absl::StatusCode::kInternal, "internal error: ", #cond, " at ", __FILE__, \
+                        ":", __LINE__);                                                           \
   } while (0)
