@@ -12,10 +12,14 @@
 namespace fam::testing {
 
 Tensor RandomTensor(const Shape& shape, DType dtype, uint64_t seed, double scale,
-                    bool requires_grad) {
+                    bool requires_grad, Device device) {
   Tensor t = Tensor::Empty(shape, dtype);
   Generator gen(seed, 12345);
   gen.FillNormal(t, 0.0, scale);
+  if (device != Device::CPU()) {
+    NoGradGuard no_grad;
+    t = ops::To(t, device).detach();
+  }
   if (requires_grad) t.set_requires_grad(true);
   return t;
 }

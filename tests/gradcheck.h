@@ -24,9 +24,10 @@ struct GradcheckOptions {
                                      const std::vector<Tensor>& inputs,
                                      const GradcheckOptions& options = {});
 
-// A leaf tensor with N(0, scale²) entries from a fixed seed.
+// A leaf tensor with N(0, scale²) entries from a fixed seed, on `device` (the same values on every
+// device: they are drawn on the CPU and copied).
 Tensor RandomTensor(const Shape& shape, DType dtype = DType::kF64, uint64_t seed = 1,
-                    double scale = 1.0, bool requires_grad = false);
+                    double scale = 1.0, bool requires_grad = false, Device device = Device::CPU());
 
 // An empty scratch directory <tmp>/<prefix><pid>_<current test name>, removed and recreated.
 std::filesystem::path FreshTestDir(const std::string& prefix);
