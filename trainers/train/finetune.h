@@ -4,13 +4,13 @@
 // loader's loss-weight settings, and the model part of checkpoints — every parameter, or
 // adapter-only with the base's fingerprint.
 //
-// The loop's calls (in order):
+// The calls of the model-setup policies (trainers/train/model_setups.cc), in the loop's order:
 //   model  = BuildModelForRun(config, &notes)                  // print notes
 //   params = TrainableParameters(*model, config.optimizer)     // → optimizer, gradient reducer
 //   loader_options.role_weights = LoaderRoleWeights(config)
 //   lora_state = CheckpointLoraState(*model, config)           // once: hashes the base weights
 //   resume:  RestoreModelCheckpoint(*model, loaded_checkpoint) // before the optimizer state
-//   step:    if (HasLora(*model)) SetLoraDropout(*model, true, seed, step * world + rank)
+//   step:    SetLoraDropout(*model, true, seed, first sequence of the micro-batch)
 //   eval:    SetLoraDropout(*model, false, 0, 0)
 //   save:    FillModelCheckpoint(*model, lora_state, &data)   // after data.trainer_state is set
 //   end:     SaveLoraAdapters(*model, <run>/adapters.safetensors, config.finetune.base_weights)

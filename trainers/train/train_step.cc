@@ -24,10 +24,12 @@ absl::Status Trainer::TrainStep(StepOutcome* outcome) {
   int64_t first_sequence = rank_ * (config_.trainer.global_batch / world_);
   double weighted_loss_sum = 0;
   for (size_t m = 0; m < micro->size(); ++m) {
-    weighted_loss_sum += ForwardBackward((*micro)[m], m, micro->size(), first_sequence, shares);
+    const bool last = m + 1 == micro->size();
+    weighted_loss_sum += ForwardBackward((*micro)[m], m, last, first_sequence, shares);
     first_sequence += (*micro)[m].inputs.size(0);
   }
   const double sum_squares = sync_->Finish(params_);
+  RecordCommunication(sync_->last_stats());
   *outcome = AgreeOnStep(weighted_loss_sum, sum_squares, shares);
   if (!outcome->applied) return SkipStep(*outcome);
   consecutive_skips_ = 0;
@@ -39,7 +41,7 @@ absl::Status Trainer::TrainStep(StepOutcome* outcome) {
   return absl::OkStatus();
 }
 
-double Trainer::ForwardBackward(const data::Batch& batch, size_t m, size_t count,
+double Trainer::ForwardBackward(const data::Batch& batch, size_t m, bool last,
                                 int64_t first_sequence, const LossShares& shares) {
   const TrainerConfig& t = config_.trainer;
   ForwardOptions fo;
@@ -47,7 +49,7 @@ double Trainer::ForwardBackward(const data::Batch& batch, size_t m, size_t count
   fo.compute_logits = t.loss_chunk_tokens == 0;  // else the chunked head computes the loss
   fo.hooks = hooks_.get();  // ZeRO-3: each layer's parameters gathered around its use
   tricks_->ApplyTo(first_sequence, batch.inputs.size(0), &fo);
-  sync_->BeginMicroBatch(/*last=*/m + 1 == count);
+  sync_->BeginMicroBatch(last);
   setup_.BeforeTrainingMicroBatch(*model_, t.seed,
                                   static_cast<uint64_t>(step_ * t.global_batch + first_sequence));
   ForwardResult out = model_->Forward(batch.inputs, fo);
@@ -61,14 +63,15 @@ double Trainer::ForwardBackward(const data::Batch& batch, size_t m, size_t count
   return loss.item() * shares.micro_weight[m];
 }
 
+void Trainer::RecordCommunication(const dist::SyncStats& stats) {
+  if (!stats.communicated) return;
+  interval_comm_.comm_s += stats.comm_s;
+  interval_comm_.wait_s += stats.wait_s;
+  interval_comm_.steps += 1;
+}
+
 StepOutcome Trainer::AgreeOnStep(double weighted_loss_sum, double sum_squares,
                                  const LossShares& shares) {
-  const dist::SyncStats stats = sync_->last_stats();
-  if (stats.communicated) {
-    interval_comm_.comm_s += stats.comm_s;
-    interval_comm_.wait_s += stats.wait_s;
-    interval_comm_.steps += 1;
-  }
   const int sig = StopSignalReceived();
   std::vector<double> agreed = {weighted_loss_sum, sum_squares, sig == SIGTERM ? 1.0 : 0.0,
                                 sig == SIGINT ? 1.0 : 0.0};

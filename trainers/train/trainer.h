@@ -83,9 +83,12 @@ class Trainer {
 
   // One optimizer step and validation (train_step.cc).
   absl::Status TrainStep(StepOutcome* outcome);
-  // Forward, loss and backward of micro-batch m; returns its loss x its loss weight.
-  double ForwardBackward(const data::Batch& batch, size_t m, size_t count, int64_t first_sequence,
+  // Forward, loss and backward of micro-batch m (`last`: the step's last); returns its loss x its
+  // loss weight.
+  double ForwardBackward(const data::Batch& batch, size_t m, bool last, int64_t first_sequence,
                          const LossShares& shares);
+  // Adds the step's gradient communication to the interval totals.
+  void RecordCommunication(const dist::SyncStats& stats);
   // Sums the loss, squared gradient norm and stop requests over every rank (one reduction).
   StepOutcome AgreeOnStep(double weighted_loss_sum, double sum_squares, const LossShares& shares);
   absl::Status SkipStep(const StepOutcome& outcome);
