@@ -7,14 +7,13 @@
 #include <string>
 #include <vector>
 
-#include "framework/backends/emulation/host_emulation_backend.h"
 #include "framework/backends/registry.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/gradcheck.h"
 #include "tests/test_util.h"
-#include "trainers/train/train_loop.h"
 #include "trainers/train/run_config.h"
+#include "trainers/train/train_loop.h"
 
 namespace fam {
 namespace {
@@ -25,7 +24,7 @@ class CudaTrainTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::string why;
-    if (CudaEmulationEnabled()) GTEST_SKIP() << "no GPU: FAM_CUDA_EMULATION is set";
+    if (TraitsOf(Device::CUDA(0)).emulated) GTEST_SKIP() << "no GPU: FAM_CUDA_EMULATION is set";
     if (!DeviceAvailable(Device::CUDA(0), &why)) GTEST_SKIP() << "no GPU: " << why;
     dir_ = testing::FreshTestDir("fam_cuda_train_test_");
     testing::WriteSentenceShards(dir_, 600);

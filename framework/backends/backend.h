@@ -10,15 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "framework/backends/op_kinds.h"  // UnaryOp, BinaryOp and their formulas
 #include "framework/core/tensor.h"
 
 namespace fam {
-
-enum class UnaryOp : uint8_t { kNeg, kExp, kLog, kSilu, kGelu, kSqrt, kRsqrt, kSquare, kTanh, kSigmoid, kRelu, kAbs };
-enum class BinaryOp : uint8_t { kAdd, kSub, kMul, kDiv, kMax, kMin };
-
-const char* UnaryOpName(UnaryOp op);
-const char* BinaryOpName(BinaryOp op);
 
 // Batched C = alpha * op(A) · op(B) + beta * C, row-major, op = transpose when trans_* is set.
 // A is [batch, M, K] (or [batch, K, M] when trans_a), B is [batch, K, N] (or [batch, N, K]),
@@ -53,9 +48,9 @@ struct AttentionGradArgs {
   std::vector<Tensor> k, v;
   std::vector<KeyMask> masks;
   double scale = 1.0;
-  Tensor out, lse, grad_out;               // grad_out contiguous like out
-  Tensor grad_q;                           // [B, Hq, Tq, D] contiguous, overwritten
-  std::vector<Tensor> grad_k, grad_v;      // [B, Hkv, S_j, D] contiguous, overwritten
+  Tensor out, lse, grad_out;           // grad_out contiguous like out
+  Tensor grad_q;                       // [B, Hq, Tq, D] contiguous, overwritten
+  std::vector<Tensor> grad_k, grad_v;  // [B, Hkv, S_j, D] contiguous, overwritten
 };
 
 // One Adafactor step of one parameter (the algorithm: framework/optim/adafactor.h). param, grad
@@ -123,9 +118,8 @@ class Backend {
   // grad_logits [N, V] = grad_losses[n] * weight * (softmax - onehot). grad_logits may be logits
   // itself (in place; ops::LinearCrossEntropy relies on it).
   virtual void CrossEntropyBackward(const Tensor& logits, const Tensor& targets,
-                                    const Tensor& weights, int64_t ignore_index,
-                                    const Tensor& lse, const Tensor& grad_losses,
-                                    const Tensor& grad_logits) = 0;
+                                    const Tensor& weights, int64_t ignore_index, const Tensor& lse,
+                                    const Tensor& grad_losses, const Tensor& grad_logits) = 0;
   // Rotate-half RoPE on x [B, H, T, D] with positions [B, T] (i64); inverse rotates by -angle
   // (the backward). x contiguous.
   virtual void Rope(const Tensor& x, const Tensor& positions, double base, bool inverse,

@@ -9,8 +9,6 @@
 #include "framework/backends/cuda/cuda_probe.h"
 #include "framework/backends/emulation/host_emulation_backend.h"
 #ifdef FAM_HAVE_CUDA_BACKEND
-#include <vector>
-
 #include "framework/backends/cuda/cuda_backend.h"
 #endif
 
@@ -44,6 +42,7 @@ class BackendAllocator final : public DeviceAllocator {
   void Free(void* data, size_t nbytes, Device device) override {
     GetBackend(device).Free(data, nbytes);
   }
+  bool HostAddressable(Device device) const override { return TraitsOf(device).host_memory; }
 };
 
 const bool g_allocators_registered = [] {
@@ -74,6 +73,14 @@ bool DeviceAvailable(Device device, std::string* why) {
 #endif
   if (why) *why = reason;
   return false;
+}
+
+DeviceTraits TraitsOf(Device device) {
+  if (device.type == DeviceType::kCPU)
+    return {.host_memory = true, .emulated = false, .devices = 1};
+  if (CudaEmulationEnabled())
+    return {.host_memory = true, .emulated = true, .devices = kEmulatedCudaDevices};
+  return {.host_memory = false, .emulated = false, .devices = CudaDeviceCount()};
 }
 
 Backend& GetBackend(Device device) {

@@ -26,6 +26,13 @@ void RegisterAllocator(DeviceType type, DeviceAllocator* allocator) {
   g_allocators[slot].store(allocator);
 }
 
+bool HostAddressable(Device device) {
+  if (device.is_cpu()) return true;
+  const auto slot = static_cast<size_t>(device.type);
+  DeviceAllocator* allocator = slot < g_allocators.size() ? g_allocators[slot].load() : nullptr;
+  return allocator != nullptr && allocator->HostAddressable(device);
+}
+
 std::shared_ptr<Storage> Storage::Allocate(size_t nbytes, Device device) {
   DeviceAllocator& allocator = AllocatorFor(device);
   void* data = allocator.Allocate(nbytes, device);

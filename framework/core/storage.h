@@ -22,9 +22,14 @@ class DeviceAllocator {
   virtual ~DeviceAllocator() = default;
   virtual void* Allocate(size_t nbytes, Device device) = 0;
   virtual void Free(void* data, size_t nbytes, Device device) = 0;
+  // True when the memory it hands out for `device` is host memory (the CPU, or a device emulated
+  // on the host): kernels running on the host may then read and write it.
+  virtual bool HostAddressable(Device device) const = 0;
 };
 // Installs the allocator of `type` (not owned; it must outlive every storage it allocated).
 void RegisterAllocator(DeviceType type, DeviceAllocator* allocator);
+// True for CPU memory and for memory of a device whose registered allocator says it is host memory.
+bool HostAddressable(Device device);
 
 class Storage {
  public:

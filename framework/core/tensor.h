@@ -90,6 +90,17 @@ class Tensor {
     FAM_CHECK(device().is_cpu(), "host access to ", Describe(), ": copy it to the CPU first");
     return static_cast<T*>(raw_data());
   }
+  // Pointer to the first element for a kernel that runs on the host: like data<T>(), but it
+  // accepts any host-addressable memory (framework/core/storage.h), so the CPU kernels also serve
+  // a device emulated on the host. Host-facing code keeps using data<T>().
+  template <typename T>
+  T* kernel_data() const {
+    FAM_CHECK(DTypeOf<T>::value == dtype(), "tensor of dtype ", DTypeName(dtype()), " accessed as ",
+              DTypeName(DTypeOf<T>::value));
+    FAM_CHECK(HostAddressable(device()), "host kernel on ", Describe(),
+              ": its memory is not host memory");
+    return static_cast<T*>(raw_data());
+  }
   // Pointer to the first element on the tensor's own device (for backends and copies).
   void* raw_data() const;
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "framework/autograd/node.h"
-#include "framework/backends/emulation/host_emulation_backend.h"
+#include "framework/backends/registry.h"
 #include "framework/dist/env.h"
 #include "framework/dist/mpi_communicator.h"
 #include "framework/dist/nccl_communicator.h"
@@ -145,8 +145,9 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateCommunicator(const CommOptio
   absl::StatusOr<DistEnv> env = DiscoverEnv();
   if (!env.ok()) return env.status();
   Backend backend = options.backend;
-  // Emulated CUDA devices (FAM_CUDA_EMULATION=host) hold host memory, which MPI carries.
-  const bool emulated = !options.device.is_cpu() && CudaEmulationEnabled();
+  // A device emulated on the host (FAM_CUDA_EMULATION=host) holds host memory, which MPI carries.
+  const DeviceTraits traits = TraitsOf(options.device);
+  const bool emulated = !options.device.is_cpu() && traits.emulated;
   if (emulated && backend == Backend::kNccl)
     return absl::InvalidArgumentError(
         "distributed.backend nccl needs real GPUs; under FAM_CUDA_EMULATION=host use auto or mpi");
@@ -169,8 +170,7 @@ absl::StatusOr<std::shared_ptr<Communicator>> CreateCommunicator(const CommOptio
   if (env->world_size == 1) return MakeLocalCommunicator(options.device);
   if (backend == Backend::kMpi) {
     // One device per rank on a node, as NCCL picks them.
-    const Device device =
-        emulated ? Device::CUDA(env->local_rank % kEmulatedCudaDevices) : Device::CPU();
+    const Device device = emulated ? Device::CUDA(env->local_rank % traits.devices) : Device::CPU();
     return CreateMpiCommunicator(*env, options.timeout_s, device);
   }
   return CreateNcclCommunicator(*env, options.device, options.timeout_s);

@@ -6,7 +6,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-#include "framework/backends/emulation/host_emulation_backend.h"
+#include "framework/backends/registry.h"
 #include "framework/core/error.h"
 
 #ifdef FAM_HAVE_MPI
@@ -365,7 +365,7 @@ absl::Status EnsureMpiInitialized(const DistEnv& env) {
 absl::StatusOr<std::shared_ptr<Communicator>> CreateMpiCommunicator(const DistEnv& env,
                                                                     double timeout_s,
                                                                     Device device) {
-  FAM_CHECK(device.is_cpu() || CudaEmulationEnabled(), "mpi communicator: ", device.ToString(),
+  FAM_CHECK(TraitsOf(device).host_memory, "mpi communicator: ", device.ToString(),
             " memory is not host memory (use nccl)");
   if (absl::Status s = EnsureMpiInitialized(env); !s.ok()) return s;
   MPI_Comm comm = MPI_COMM_NULL;

@@ -14,14 +14,6 @@ Tensor ContiguousSameDType(const Tensor& t) {
   return out;
 }
 
-void CheckIds(const Tensor& ids, int64_t vocab) {
-  const std::vector<int64_t> values =
-      ids.device().is_cpu() ? ids.ToInts() : To(ids, Device::CPU()).ToInts();
-  for (size_t i = 0; i < values.size(); ++i)
-    FAM_CHECK(values[i] >= 0 && values[i] < vocab, "embedding: id ", values[i], " at position ", i,
-              " is outside [0, ", vocab, ")");
-}
-
 class EmbeddingBackward : public Node {
  public:
   EmbeddingBackward(Tensor ids, int64_t vocab, int64_t dim, DType table_dtype)
@@ -53,7 +45,7 @@ Tensor Embedding(const Tensor& table, const Tensor& ids) {
   FAM_CHECK(ids.dtype() == DType::kI32 || ids.dtype() == DType::kI64,
             "embedding: ids must be i32 or i64, got ", ids.Describe());
   const int64_t vocab = table.shape()[0], dim = table.shape()[1], n = ids.numel();
-  CheckIds(ids, vocab);
+  CheckIndexRange("embedding", "id", ids, vocab);
 
   // A gather is a copy: it runs in the table's storage dtype (bf16 included) without conversion.
   Tensor tc = ContiguousSameDType(table);

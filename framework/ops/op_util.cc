@@ -1,6 +1,7 @@
 #include "framework/ops/op_util.h"
 
 #include "framework/autograd/node.h"
+#include "framework/backends/dtype_dispatch.h"
 #include "framework/ops/ops.h"
 
 namespace fam::ops {
@@ -76,13 +77,26 @@ void CheckCrossEntropyInputs(const char* op, const std::string& rows_of, const T
             " (need i32/i64 [N])");
   FAM_CHECK(!weights.defined() || (weights.dim() == 1 && weights.size(0) == n), op, ": weights ",
             weights.defined() ? weights.Describe() : "", " do not match ", rows_of, " (need [N])");
-  const std::vector<int64_t> values =
-      targets.device().is_cpu() ? targets.ToInts() : To(targets, Device::CPU()).ToInts();
-  for (size_t i = 0; i < values.size(); ++i) {
-    const int64_t t = values[i];
-    FAM_CHECK(t == ignore_index || (t >= 0 && t < vocab), op, ": target ", t, " at position ", i,
-              " is outside [0, ", vocab, ") and is not ignore_index ", ignore_index);
-  }
+  CheckIndexRange(op, "target", targets, vocab, ignore_index);
+}
+
+void CheckIndexRange(const char* op, const char* what, const Tensor& indices, int64_t limit,
+                     std::optional<int64_t> ignore) {
+  const Tensor host = HostAddressable(indices.device()) ? ContiguousIndices(indices)
+                                                        : To(indices, Device::CPU()).contiguous();
+  DispatchIndex(host.dtype(), op, [&](auto tag) {
+    using I = decltype(tag);
+    const I* values = host.kernel_data<I>();
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      const int64_t value = values[i];
+      if (value >= 0 && value < limit) continue;
+      if (ignore && value == *ignore) continue;
+      if (ignore)
+        ThrowInvalid(op, ": ", what, " ", value, " at position ", i, " is outside [0, ", limit,
+                     ") and is not ignore_index ", *ignore);
+      ThrowInvalid(op, ": ", what, " ", value, " at position ", i, " is outside [0, ", limit, ")");
+    }
+  });
 }
 
 Tensor ContiguousIndices(const Tensor& t) {

@@ -2,6 +2,7 @@
 // and small node classes. Not part of the public op API.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,5 +34,11 @@ void CheckCrossEntropyInputs(const char* op, const std::string& rows_of, const T
                              const Tensor& weights, int64_t n, int64_t vocab, int64_t ignore_index);
 // A detached contiguous integer tensor: `t` itself when already contiguous, else a copy.
 Tensor ContiguousIndices(const Tensor& t);
+// The one range check of index inputs (embedding ids, cross-entropy targets), done here so the
+// backends need not: every value of the i32/i64 tensor `indices` must lie in [0, limit) or equal
+// `ignore` when given. Host-addressable memory is read in place; other devices' indices come over
+// in one copy. The error names `op`, the value's `what` ("id", "target") and its position.
+void CheckIndexRange(const char* op, const char* what, const Tensor& indices, int64_t limit,
+                     std::optional<int64_t> ignore = std::nullopt);
 
 }  // namespace fam::ops

@@ -3,7 +3,7 @@
 #include <array>
 
 #include "framework/backends/cuda/cuda_probe.h"
-#include "framework/backends/emulation/host_emulation_backend.h"
+#include "framework/backends/registry.h"
 
 namespace fam {
 namespace {
@@ -37,7 +37,7 @@ std::optional<double> PeakFlopsForName(const std::string& name, DType precision)
 }
 
 std::optional<PeakFlops> PeakFlopsFor(Device device, DType precision) {
-  if (device.is_cpu() || CudaEmulationEnabled()) return std::nullopt;
+  if (device.is_cpu() || TraitsOf(device).emulated) return std::nullopt;
   const std::string name = CudaDeviceName(device.index);
   std::optional<double> peak = PeakFlopsForName(name, precision);
   if (!peak) return std::nullopt;

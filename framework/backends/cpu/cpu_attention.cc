@@ -226,7 +226,7 @@ struct Rows {
 
 template <typename T>
 Rows<T> RowsOf(const Tensor& x) {
-  return {x.data<T>(), x.strides()[0], x.strides()[1], x.strides()[2]};
+  return {x.kernel_data<T>(), x.strides()[0], x.strides()[1], x.strides()[2]};
 }
 
 template <typename T>
@@ -432,8 +432,8 @@ void ForwardTile(const Problem<T>& p, const std::vector<T>& kt, int64_t b, int64
 
 template <typename T>
 void Forward(const Problem<T>& p, const Tensor& out_t, const Tensor& lse_t) {
-  T* out = out_t.data<T>();
-  T* lse = lse_t.data<T>();
+  T* out = out_t.kernel_data<T>();
+  T* lse = lse_t.kernel_data<T>();
   const int64_t tiles = p.Tiles(), tasks = p.batch * p.hq * tiles;
   if (tasks == 0) return;
   const std::vector<T> kt = PackTransposed(p, /*values=*/false);
@@ -539,8 +539,8 @@ void Backward(const Problem<T>& p, const GradIo<T>& io, const std::vector<Tensor
   const int64_t nseg = static_cast<int64_t>(p.segs.size());
   std::vector<T*> gk(nseg), gv(nseg);
   for (int64_t j = 0; j < nseg; ++j) {
-    gk[j] = grad_k[j].data<T>();
-    gv[j] = grad_v[j].data<T>();
+    gk[j] = grad_k[j].kernel_data<T>();
+    gv[j] = grad_v[j].kernel_data<T>();
     std::fill(gk[j], gk[j] + grad_k[j].numel(), T(0));
     std::fill(gv[j], gv[j] + grad_v[j].numel(), T(0));
   }
@@ -626,7 +626,7 @@ void CpuBackend::AttentionForward(const AttentionArgs& args) {
                 args.lse.shape() == Shape(args.q.shape().begin(), args.q.shape().end() - 1),
             "attention forward: out ", args.out.Describe(), " / lse ", args.lse.Describe(),
             " do not fit q ", args.q.Describe());
-  cpu::DispatchFloat(args.q.dtype(), "attention", [&](auto tag) {
+  DispatchFloat(args.q.dtype(), "attention", [&](auto tag) {
     using T = decltype(tag);
     std::vector<Tensor> keep;
     Problem<T> p = MakeProblem<T>(*this, args.q, args.k, args.v, args.masks, args.scale, &keep);
@@ -652,7 +652,7 @@ void CpuBackend::AttentionBackward(const AttentionGradArgs& args) {
               "attention backward: grad_k ", gk.Describe(), " / grad_v ", gv.Describe(),
               " do not fit segment ", j, " ", args.k[j].Describe());
   }
-  cpu::DispatchFloat(args.q.dtype(), "attention", [&](auto tag) {
+  DispatchFloat(args.q.dtype(), "attention", [&](auto tag) {
     using T = decltype(tag);
     std::vector<Tensor> keep;
     Problem<T> p = MakeProblem<T>(*this, args.q, args.k, args.v, args.masks, args.scale, &keep);
@@ -661,8 +661,8 @@ void CpuBackend::AttentionBackward(const AttentionGradArgs& args) {
     io.out = RowsOf<T>(keep.back());
     keep.push_back(UnitLastStride(*this, args.grad_out));
     io.grad_out = RowsOf<T>(keep.back());
-    io.lse = args.lse.data<T>();
-    io.grad_q = args.grad_q.data<T>();
+    io.lse = args.lse.kernel_data<T>();
+    io.grad_q = args.grad_q.kernel_data<T>();
     if (p.batch * p.hq * p.tq > 0) {
       io.kt = PackTransposed(p, /*values=*/false);
       io.vt = PackTransposed(p, /*values=*/true);

@@ -58,9 +58,9 @@ void CpuBackend::Copy(const Tensor& src, const Tensor& dst) {
     std::memcpy(dst.raw_data(), src.raw_data(), src.nbytes());
     return;
   }
-  cpu::DispatchAll(src.dtype(), [&](auto src_tag) {
+  DispatchStorage(src.dtype(), [&](auto src_tag) {
     using S = decltype(src_tag);
-    cpu::DispatchAll(dst.dtype(), [&](auto dst_tag) {
+    DispatchStorage(dst.dtype(), [&](auto dst_tag) {
       using D = decltype(dst_tag);
       const S* s = static_cast<const S*>(src.raw_data());
       D* d = static_cast<D*>(dst.raw_data());
@@ -77,7 +77,7 @@ void CpuBackend::Copy(const Tensor& src, const Tensor& dst) {
 
 void CpuBackend::Fill(const Tensor& dst, double value) {
   FAM_ASSERT(dst.is_contiguous());
-  cpu::DispatchAll(dst.dtype(), [&](auto tag) {
+  DispatchStorage(dst.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T v = cpu::Convert<double, T>(value);
     T* p = static_cast<T*>(dst.raw_data());

@@ -13,28 +13,6 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 15;
 
-// Targets as int64 (i32 or i64 storage), checked against [0, V) unless ignored.
-std::vector<int64_t> ReadTargets(const Tensor& targets, int64_t n, int64_t v,
-                                 int64_t ignore_index) {
-  FAM_ASSERT(targets.numel() == n && targets.is_contiguous());
-  std::vector<int64_t> out(static_cast<size_t>(n));
-  if (targets.dtype() == DType::kI64) {
-    const int64_t* p = targets.data<int64_t>();
-    std::copy(p, p + n, out.begin());
-  } else if (targets.dtype() == DType::kI32) {
-    const int32_t* p = targets.data<int32_t>();
-    std::copy(p, p + n, out.begin());
-  } else {
-    ThrowInvalid("cross_entropy: targets must be i32 or i64, got ", targets.Describe());
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t t = out[i];
-    FAM_CHECK(t == ignore_index || (t >= 0 && t < v), "cross_entropy: target ", t, " at position ",
-              i, " is outside [0, ", v, ") and is not ignore_index ", ignore_index);
-  }
-  return out;
-}
-
 }  // namespace
 
 void CpuBackend::CrossEntropyForward(const Tensor& logits, const Tensor& targets,
@@ -45,13 +23,13 @@ void CpuBackend::CrossEntropyForward(const Tensor& logits, const Tensor& targets
   FAM_ASSERT(losses.numel() == n && lse.numel() == n);
   FAM_ASSERT(!weights.defined() || (weights.numel() == n && weights.is_contiguous() &&
                                     weights.dtype() == logits.dtype()));
-  const std::vector<int64_t> tgt = ReadTargets(targets, n, v, ignore_index);
-  cpu::DispatchFloat(logits.dtype(), "cross_entropy", [&](auto tag) {
+  const std::vector<int64_t> tgt = cpu::IndicesAsInt64(targets, "cross_entropy");
+  DispatchFloat(logits.dtype(), "cross_entropy", [&](auto tag) {
     using T = decltype(tag);
-    const T* pl = logits.data<T>();
-    const T* pw = weights.defined() ? weights.data<T>() : nullptr;
-    T* ploss = losses.data<T>();
-    T* plse = lse.data<T>();
+    const T* pl = logits.kernel_data<T>();
+    const T* pw = weights.defined() ? weights.kernel_data<T>() : nullptr;
+    T* ploss = losses.kernel_data<T>();
+    T* plse = lse.kernel_data<T>();
 #pragma omp parallel for if (n * v > kParallelGrain)
     for (int64_t r = 0; r < n; ++r) {
       const T* row = pl + r * v;
@@ -81,14 +59,14 @@ void CpuBackend::CrossEntropyBackward(const Tensor& logits, const Tensor& target
   FAM_ASSERT(lse.numel() == n && grad_losses.numel() == n && grad_losses.is_contiguous());
   FAM_ASSERT(grad_logits.shape() == logits.shape() && grad_logits.is_contiguous());
   FAM_ASSERT(!weights.defined() || (weights.numel() == n && weights.is_contiguous()));
-  const std::vector<int64_t> tgt = ReadTargets(targets, n, v, ignore_index);
-  cpu::DispatchFloat(logits.dtype(), "cross_entropy backward", [&](auto tag) {
+  const std::vector<int64_t> tgt = cpu::IndicesAsInt64(targets, "cross_entropy");
+  DispatchFloat(logits.dtype(), "cross_entropy backward", [&](auto tag) {
     using T = decltype(tag);
-    const T* pl = logits.data<T>();
-    const T* pw = weights.defined() ? weights.data<T>() : nullptr;
-    const T* plse = lse.data<T>();
-    const T* pg = grad_losses.data<T>();
-    T* pgl = grad_logits.data<T>();
+    const T* pl = logits.kernel_data<T>();
+    const T* pw = weights.defined() ? weights.kernel_data<T>() : nullptr;
+    const T* plse = lse.kernel_data<T>();
+    const T* pg = grad_losses.kernel_data<T>();
+    T* pgl = grad_logits.kernel_data<T>();
 #pragma omp parallel for if (n * v > kParallelGrain)
     for (int64_t r = 0; r < n; ++r) {
       const T* row = pl + r * v;

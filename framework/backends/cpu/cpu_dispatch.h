@@ -1,4 +1,5 @@
-// Helpers shared by the CPU kernels: dtype dispatch and strided N-d iteration.
+// Helpers shared by the CPU kernels: value conversion between stored dtypes and strided N-d
+// iteration (the dtype switches: backends/dtype_dispatch.h).
 #pragma once
 
 #include <array>
@@ -6,32 +7,10 @@
 #include <type_traits>
 #include <vector>
 
+#include "framework/backends/dtype_dispatch.h"
 #include "framework/core/tensor.h"
 
 namespace fam::cpu {
-
-// Calls fn(T{}) with T = float or double for a floating compute dtype; throws otherwise.
-template <typename Fn>
-void DispatchFloat(DType dtype, const char* what, Fn&& fn) {
-  switch (dtype) {
-    case DType::kF32: fn(float{}); return;
-    case DType::kF64: fn(double{}); return;
-    default: ThrowInvalid(what, ": unsupported dtype ", DTypeName(dtype), " (need f32 or f64)");
-  }
-}
-
-// Calls fn(T{}) for every storable dtype.
-template <typename Fn>
-void DispatchAll(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kF32: fn(float{}); return;
-    case DType::kF64: fn(double{}); return;
-    case DType::kBF16: fn(BF16{}); return;
-    case DType::kI32: fn(int32_t{}); return;
-    case DType::kI64: fn(int64_t{}); return;
-    case DType::kF16: ThrowInvalid("f16 tensors are converted to f32 on load and not computed on");
-  }
-}
 
 template <typename T>
 inline double LoadAsDouble(const T* p) {
@@ -52,6 +31,19 @@ inline Dst Convert(Src value) {
   } else {
     return static_cast<Dst>(value);
   }
+}
+
+// The values of a contiguous i32/i64 index tensor as int64 (their range was checked by the op:
+// ops::CheckIndexRange).
+inline std::vector<int64_t> IndicesAsInt64(const Tensor& indices, const char* op) {
+  FAM_ASSERT(indices.is_contiguous());
+  std::vector<int64_t> out(static_cast<size_t>(indices.numel()));
+  DispatchIndex(indices.dtype(), op, [&](auto tag) {
+    using I = decltype(tag);
+    const I* p = indices.kernel_data<I>();
+    for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];
+  });
+  return out;
 }
 
 // Iterates over the elements of `shape`, giving for each "row" of the innermost dimension the

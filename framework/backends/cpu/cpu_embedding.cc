@@ -15,34 +15,14 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 15;
 
-// Ids as int64, each checked against [0, vocab).
-std::vector<int64_t> ReadIds(const Tensor& ids, int64_t vocab) {
-  FAM_ASSERT(ids.is_contiguous());
-  const int64_t n = ids.numel();
-  std::vector<int64_t> out(static_cast<size_t>(n));
-  if (ids.dtype() == DType::kI64) {
-    const int64_t* p = ids.data<int64_t>();
-    std::copy(p, p + n, out.begin());
-  } else if (ids.dtype() == DType::kI32) {
-    const int32_t* p = ids.data<int32_t>();
-    std::copy(p, p + n, out.begin());
-  } else {
-    ThrowInvalid("embedding: ids must be i32 or i64, got ", ids.Describe());
-  }
-  for (int64_t i = 0; i < n; ++i)
-    FAM_CHECK(out[i] >= 0 && out[i] < vocab, "embedding: id ", out[i], " at position ", i,
-              " is outside [0, ", vocab, ")");
-  return out;
-}
-
 }  // namespace
 
 void CpuBackend::EmbeddingForward(const Tensor& table, const Tensor& ids, const Tensor& out) {
   FAM_ASSERT(table.dim() == 2 && table.is_contiguous() && out.is_contiguous());
-  const int64_t vocab = table.shape()[0], d = table.shape()[1];
+  const int64_t d = table.shape()[1];
   const int64_t n = ids.numel();
   FAM_ASSERT(out.numel() == n * d && out.dtype() == table.dtype());
-  const std::vector<int64_t> id = ReadIds(ids, vocab);
+  const std::vector<int64_t> id = cpu::IndicesAsInt64(ids, "embedding");
   const size_t row_bytes = static_cast<size_t>(d) * DTypeSize(table.dtype());
   const char* src = static_cast<const char*>(table.raw_data());
   char* dst = static_cast<char*>(out.raw_data());
@@ -54,10 +34,10 @@ void CpuBackend::EmbeddingForward(const Tensor& table, const Tensor& ids, const 
 void CpuBackend::EmbeddingBackward(const Tensor& ids, const Tensor& grad_out,
                                    const Tensor& grad_table) {
   FAM_ASSERT(grad_table.dim() == 2 && grad_table.is_contiguous() && grad_out.is_contiguous());
-  const int64_t vocab = grad_table.shape()[0], d = grad_table.shape()[1];
+  const int64_t d = grad_table.shape()[1];
   const int64_t n = ids.numel();
   FAM_ASSERT(grad_out.numel() == n * d && grad_out.dtype() == grad_table.dtype());
-  const std::vector<int64_t> id = ReadIds(ids, vocab);
+  const std::vector<int64_t> id = cpu::IndicesAsInt64(ids, "embedding");
   // Positions sorted by (id, position); groups of equal ids are summed by one thread each.
   std::vector<int64_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), int64_t{0});
@@ -67,10 +47,10 @@ void CpuBackend::EmbeddingBackward(const Tensor& ids, const Tensor& grad_out,
     if (i == 0 || id[order[i]] != id[order[i - 1]]) group_start.push_back(i);
   const int64_t groups = static_cast<int64_t>(group_start.size());
   group_start.push_back(n);
-  cpu::DispatchFloat(grad_table.dtype(), "embedding backward", [&](auto tag) {
+  DispatchFloat(grad_table.dtype(), "embedding backward", [&](auto tag) {
     using T = decltype(tag);
-    const T* pg = grad_out.data<T>();
-    T* pt = grad_table.data<T>();
+    const T* pg = grad_out.kernel_data<T>();
+    T* pt = grad_table.kernel_data<T>();
 #pragma omp parallel for schedule(dynamic, 16) if (n * d > kParallelGrain)
     for (int64_t g = 0; g < groups; ++g) {
       T* dst = pt + id[order[group_start[g]]] * d;

@@ -17,9 +17,9 @@ namespace {
 
 template <typename T>
 void GemmTiledTyped(const GemmArgs& g) {
-  const T* A = g.a.data<T>();
-  const T* B = g.b.data<T>();
-  T* C = g.c.data<T>();
+  const T* A = g.a.kernel_data<T>();
+  const T* B = g.b.kernel_data<T>();
+  T* C = g.c.kernel_data<T>();
   constexpr int64_t kTileM = 64, kTileN = 256, kTileK = 256;
   const T alpha = static_cast<T>(g.alpha), beta = static_cast<T>(g.beta);
   const int64_t tiles_m = (g.m + kTileM - 1) / kTileM;
@@ -98,18 +98,18 @@ void GemmBlas(const GemmArgs& g) {
   const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = g.trans_b ? CblasTrans : CblasNoTrans;
   if (g.c.dtype() == DType::kF32) {
-    const float* a = g.a.data<float>();
-    const float* b = g.b.data<float>();
-    float* c = g.c.data<float>();
+    const float* a = g.a.kernel_data<float>();
+    const float* b = g.b.kernel_data<float>();
+    float* c = g.c.kernel_data<float>();
     for (int64_t i = 0; i < g.batch; ++i)
       cblas_sgemm(CblasRowMajor, ta, tb, g.m, g.n, g.k, static_cast<float>(g.alpha),
                   a + i * g.stride_a, g.lda, b + i * g.stride_b, g.ldb, static_cast<float>(g.beta),
                   c + i * g.stride_c, g.ldc);
   } else {
     FAM_CHECK(g.c.dtype() == DType::kF64, "matmul: unsupported dtype ", DTypeName(g.c.dtype()));
-    const double* a = g.a.data<double>();
-    const double* b = g.b.data<double>();
-    double* c = g.c.data<double>();
+    const double* a = g.a.kernel_data<double>();
+    const double* b = g.b.kernel_data<double>();
+    double* c = g.c.kernel_data<double>();
     for (int64_t i = 0; i < g.batch; ++i)
       cblas_dgemm(CblasRowMajor, ta, tb, g.m, g.n, g.k, g.alpha, a + i * g.stride_a, g.lda,
                   b + i * g.stride_b, g.ldb, g.beta, c + i * g.stride_c, g.ldc);

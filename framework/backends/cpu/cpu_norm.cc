@@ -30,12 +30,12 @@ void CpuBackend::RmsNormForward(const Tensor& x, const Tensor& w, double eps, co
   RowsOf(x, &n, &d);
   FAM_ASSERT(w.numel() == d && w.is_contiguous() && y.shape() == x.shape() && y.is_contiguous());
   FAM_ASSERT(rstd.numel() == n && rstd.is_contiguous());
-  cpu::DispatchFloat(x.dtype(), "rmsnorm", [&](auto tag) {
+  DispatchFloat(x.dtype(), "rmsnorm", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = x.data<T>();
-    const T* pw = w.data<T>();
-    T* py = y.data<T>();
-    T* pr = rstd.data<T>();
+    const T* px = x.kernel_data<T>();
+    const T* pw = w.kernel_data<T>();
+    T* py = y.kernel_data<T>();
+    T* pr = rstd.kernel_data<T>();
 #pragma omp parallel for if (n * d > kParallelGrain)
     for (int64_t r = 0; r < n; ++r) {
       const T* xr = px + r * d;
@@ -60,15 +60,15 @@ void CpuBackend::RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor&
   FAM_ASSERT(grad_y.is_contiguous());
   FAM_ASSERT(!grad_x.defined() || (grad_x.shape() == x.shape() && grad_x.is_contiguous()));
   FAM_ASSERT(!grad_w.defined() || (grad_w.numel() == d && grad_w.is_contiguous()));
-  cpu::DispatchFloat(x.dtype(), "rmsnorm backward", [&](auto tag) {
+  DispatchFloat(x.dtype(), "rmsnorm backward", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = x.data<T>();
-    const T* pw = w.data<T>();
-    const T* pr = rstd.data<T>();
-    const T* pg = grad_y.data<T>();
+    const T* px = x.kernel_data<T>();
+    const T* pw = w.kernel_data<T>();
+    const T* pr = rstd.kernel_data<T>();
+    const T* pg = grad_y.kernel_data<T>();
     const bool parallel = n * d > kParallelGrain;
     if (grad_x.defined()) {
-      T* pgx = grad_x.data<T>();
+      T* pgx = grad_x.kernel_data<T>();
 #pragma omp parallel for if (parallel)
       for (int64_t r = 0; r < n; ++r) {
         const T* xr = px + r * d;
@@ -83,7 +83,7 @@ void CpuBackend::RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor&
       }
     }
     if (grad_w.defined()) {
-      T* pgw = grad_w.data<T>();
+      T* pgw = grad_w.kernel_data<T>();
       const int64_t chunk_rows =
           std::max<int64_t>(1, (n + kWeightGradChunks - 1) / kWeightGradChunks);
       const int64_t chunks = n == 0 ? 0 : (n + chunk_rows - 1) / chunk_rows;
@@ -114,10 +114,10 @@ void CpuBackend::SoftmaxForward(const Tensor& x, const Tensor& y) {
   int64_t n, d;
   RowsOf(x, &n, &d);
   FAM_ASSERT(y.shape() == x.shape() && y.is_contiguous());
-  cpu::DispatchFloat(x.dtype(), "softmax", [&](auto tag) {
+  DispatchFloat(x.dtype(), "softmax", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = x.data<T>();
-    T* py = y.data<T>();
+    const T* px = x.kernel_data<T>();
+    T* py = y.kernel_data<T>();
 #pragma omp parallel for if (n * d > kParallelGrain)
     for (int64_t r = 0; r < n; ++r) {
       const T* xr = px + r * d;
@@ -145,11 +145,11 @@ void CpuBackend::SoftmaxBackward(const Tensor& y, const Tensor& grad_y, const Te
   RowsOf(y, &n, &d);
   FAM_ASSERT(grad_y.shape() == y.shape() && grad_y.is_contiguous());
   FAM_ASSERT(grad_x.shape() == y.shape() && grad_x.is_contiguous());
-  cpu::DispatchFloat(y.dtype(), "softmax backward", [&](auto tag) {
+  DispatchFloat(y.dtype(), "softmax backward", [&](auto tag) {
     using T = decltype(tag);
-    const T* py = y.data<T>();
-    const T* pg = grad_y.data<T>();
-    T* pgx = grad_x.data<T>();
+    const T* py = y.kernel_data<T>();
+    const T* pg = grad_y.kernel_data<T>();
+    T* pgx = grad_x.kernel_data<T>();
 #pragma omp parallel for if (n * d > kParallelGrain)
     for (int64_t r = 0; r < n; ++r) {
       const T* yr = py + r * d;

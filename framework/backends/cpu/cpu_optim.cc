@@ -88,13 +88,15 @@ void AdafactorApply(const std::vector<double>& u, T* param, T* exp_avg, const Ad
 
 void CpuBackend::AdafactorUpdate(const AdafactorArgs& a) {
   CheckAdafactorArgs(a);
-  cpu::DispatchFloat(a.param.dtype(), "adafactor update", [&](auto tag) {
+  DispatchFloat(a.param.dtype(), "adafactor update", [&](auto tag) {
     using T = decltype(tag);
     const std::vector<double> u =
-        a.row.defined()
-            ? AdafactorFactoredU<T>(a.grad.data<T>(), a.row.data<T>(), a.col.data<T>(), a)
-            : AdafactorUnfactoredU<T>(a.grad.data<T>(), a.sq.data<T>(), a.param.numel(), a);
-    AdafactorApply<T>(u, a.param.data<T>(), a.exp_avg.defined() ? a.exp_avg.data<T>() : nullptr, a);
+        a.row.defined() ? AdafactorFactoredU<T>(a.grad.kernel_data<T>(), a.row.kernel_data<T>(),
+                                                a.col.kernel_data<T>(), a)
+                        : AdafactorUnfactoredU<T>(a.grad.kernel_data<T>(), a.sq.kernel_data<T>(),
+                                                  a.param.numel(), a);
+    AdafactorApply<T>(u, a.param.kernel_data<T>(),
+                      a.exp_avg.defined() ? a.exp_avg.kernel_data<T>() : nullptr, a);
   });
 }
 
@@ -111,12 +113,12 @@ void CpuBackend::AdamWUpdate(const Tensor& param, const Tensor& grad, const Tens
   FAM_CHECK(step >= 1, "adamw update: step counts from 1, got ", step);
   const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(step));
-  cpu::DispatchFloat(param.dtype(), "adamw update", [&](auto tag) {
+  DispatchFloat(param.dtype(), "adamw update", [&](auto tag) {
     using T = decltype(tag);
-    T* p = param.data<T>();
-    const T* g = grad.data<T>();
-    T* m = exp_avg.data<T>();
-    T* v = exp_avg_sq.data<T>();
+    T* p = param.kernel_data<T>();
+    const T* g = grad.kernel_data<T>();
+    T* m = exp_avg.kernel_data<T>();
+    T* v = exp_avg_sq.kernel_data<T>();
     const T b1 = static_cast<T>(beta1), b2 = static_cast<T>(beta2);
     const T one_minus_b1 = static_cast<T>(1.0 - beta1), one_minus_b2 = static_cast<T>(1.0 - beta2);
     const T decay = static_cast<T>(1.0 - lr * weight_decay);

@@ -13,8 +13,8 @@ namespace {
 constexpr int64_t kParallelGrain = 1 << 14;
 
 int64_t PositionAt(const Tensor& positions, int64_t i) {
-  if (positions.dtype() == DType::kI64) return positions.data<int64_t>()[i];
-  return positions.data<int32_t>()[i];
+  if (positions.dtype() == DType::kI64) return positions.kernel_data<int64_t>()[i];
+  return positions.kernel_data<int32_t>()[i];
 }
 
 }  // namespace
@@ -33,10 +33,10 @@ void CpuBackend::Rope(const Tensor& x, const Tensor& positions, double base, boo
   for (int64_t i = 0; i < half; ++i)
     inv_freq[i] = std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(d));
   const double sign = inverse ? -1.0 : 1.0;
-  cpu::DispatchFloat(x.dtype(), "rope", [&](auto tag) {
+  DispatchFloat(x.dtype(), "rope", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = x.data<T>();
-    T* po = out.data<T>();
+    const T* px = x.kernel_data<T>();
+    T* po = out.kernel_data<T>();
 #pragma omp parallel if (x.numel() > kParallelGrain)
     {
       std::vector<T> cos_v(static_cast<size_t>(half)), sin_v(static_cast<size_t>(half));

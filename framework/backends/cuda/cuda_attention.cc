@@ -9,6 +9,8 @@
 
 #include "framework/backends/cuda/attention_tiling.h"
 #include "framework/backends/cuda/cuda_attention_launch.h"
+#include "framework/backends/cuda/cuda_backend.h"
+#include "framework/backends/cuda/cuda_device.h"
 #include "framework/backends/cuda/cuda_kernels.h"
 
 namespace fam::cuda {
@@ -145,6 +147,16 @@ void AttentionBackward(const AttentionGradArgs& args, cudaStream_t stream) {
     const cudaError_t err = cudaFreeAsync(delta, stream);
     if (err != cudaSuccess) LaunchFailure("attention backward scratch", err);
   }
+}
+
+void CudaBackend::AttentionForward(const AttentionArgs& args) {
+  DeviceGuard guard(device_);
+  cuda::AttentionForward(args, stream_);
+}
+
+void CudaBackend::AttentionBackward(const AttentionGradArgs& args) {
+  DeviceGuard guard(device_);
+  cuda::AttentionBackward(args, stream_);
 }
 
 }  // namespace fam::cuda

@@ -1,8 +1,10 @@
 // The CUDA backend: one instance per device, all work queued on one stream per device, memory from
-// a caching allocator, GEMM through cuBLASLt/cuBLAS, the other kernels in cuda_*.cu, attention in
-// cuda_attention.h. Compiled only when the CUDA toolkit is found (FAM_HAVE_CUDA); the registry
-// creates it for a present device. Host<->device copies are synchronous; large ones are staged
-// through pinned buffers.
+// a caching allocator, GEMM through cuBLASLt/cuBLAS. Its methods live in files named like the CPU
+// backend's: cuda_backend.cc (memory, copies, fill), cuda_elementwise, cuda_norm,
+// cuda_cross_entropy, cuda_rope, cuda_embedding, cuda_optim (.cc: checks and launch; .cu: the
+// kernels), cuda_gemm.cc and cuda_attention.cc. Compiled only when the CUDA toolkit is found
+// (FAM_HAVE_CUDA); the registry creates it for a present device. Host<->device copies are
+// synchronous; large ones are staged through pinned buffers.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -79,8 +81,7 @@ class CudaBackend : public Backend {
                    double weight_decay, int64_t step) override;
 
  private:
-  // Device memory that returns to the allocator when it goes out of scope (after the kernels
-  // using it are queued: the single stream orders any reuse after them).
+  // Device memory returned to the allocator at scope exit (cuda_backend_internal.h).
   class Scratch;
   // Integer tensor (i32/i64) read back to the host as int64.
   std::vector<int64_t> ReadIndices(const Tensor& t);

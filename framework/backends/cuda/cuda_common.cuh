@@ -1,15 +1,18 @@
 // Device-side helpers shared by the CUDA kernel files: bf16 conversion (round to nearest even, as
-// fam::BF16 on the host), dtype conversion, float/double math overloads, block reductions and a
-// dtype dispatch for launchers. Included only by .cu files.
+// fam::BF16 on the host), dtype conversion, block reductions (math functions: formula:: of
+// backends/op_kinds.h; dtype dispatch: backends/dtype_dispatch.h). Included only by .cu files.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
 #include "framework/backends/cuda/cuda_indexing.h"
 #include "framework/backends/cuda/cuda_kernels.h"
+#include "framework/backends/dtype_dispatch.h"
+#include "framework/backends/op_kinds.h"
 #include "framework/core/dtype.h"
 
 namespace fam::cuda {
@@ -42,18 +45,6 @@ __device__ __forceinline__ Dst ConvertValue(Src v) {
     return static_cast<Dst>(v);
   }
 }
-
-// Math overloads resolving to the float or double CUDA functions.
-__device__ __forceinline__ float DExp(float x) { return expf(x); }
-__device__ __forceinline__ double DExp(double x) { return exp(x); }
-__device__ __forceinline__ float DLog(float x) { return logf(x); }
-__device__ __forceinline__ double DLog(double x) { return log(x); }
-__device__ __forceinline__ float DSqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double DSqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float DTanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double DTanh(double x) { return tanh(x); }
-__device__ __forceinline__ float DAbs(float x) { return fabsf(x); }
-__device__ __forceinline__ double DAbs(double x) { return fabs(x); }
 
 template <typename T>
 __device__ __forceinline__ T WarpSum(T v) {
@@ -105,21 +96,30 @@ __device__ T BlockMax(T v, T* shared, T lowest) {
   return shared[0];
 }
 
-// Grid-stride loop over [0, n).
-#define FAM_CUDA_KERNEL_LOOP(i, n)                                                      \
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
-
-// Calls fn(T{}) with T = float or double; returns false for another dtype (the backend has
-// already rejected those, so launchers treat false as an internal error).
-template <typename Fn>
-bool DispatchFloatDevice(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kF32: fn(float{}); return true;
-    case DType::kF64: fn(double{}); return true;
-    default: return false;
+// -inf of T; the largest element of a row of d values (one block per row; `shared` holds 32).
+template <typename T>
+__device__ __forceinline__ T NegInf() {
+  if constexpr (std::is_same_v<T, float>) {
+    return -__int_as_float(0x7f800000);
+  } else {
+    return -__longlong_as_double(0x7ff0000000000000LL);
   }
 }
+
+template <typename T>
+__device__ T RowMax(const T* row, int64_t d, T* shared) {
+  T m = NegInf<T>();
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) m = row[j] > m ? row[j] : m;
+  return BlockMax(m, shared, NegInf<T>());
+}
+
+// Blocks for a one-block-per-row kernel over `rows` rows.
+inline int64_t RowBlocks(int64_t rows) { return std::min<int64_t>(rows, kMaxBlocks); }
+
+// Grid-stride loop over [0, n).
+#define FAM_CUDA_KERNEL_LOOP(i, n)                                                       \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 inline void CheckLaunch(const char* what) {
   const cudaError_t err = cudaGetLastError();

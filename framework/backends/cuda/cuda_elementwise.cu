@@ -1,74 +1,11 @@
 // CUDA kernels: fill, strided dtype-converting copy, unary/binary elementwise math (binary over
-// strided, stride-0 broadcast views), affine and axpy. Formulas mirror cpu_elementwise.cc.
+// strided, stride-0 broadcast views), affine, axpy (formulas: backends/op_kinds.h, as on the CPU),
+// sums over axes (one block per output, double accumulation) and the sum of squares of a tensor
+// (fixed partial sums, then one block). Reductions have a fixed shape: deterministic.
 #include "framework/backends/cuda/cuda_common.cuh"
 
 namespace fam::cuda {
 namespace {
-
-constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
-constexpr double kGeluA = 0.044715;
-
-template <typename T>
-__device__ __forceinline__ T ApplyUnary(UOp op, T x) {
-  switch (op) {
-    case UOp::kNeg: return -x;
-    case UOp::kExp: return DExp(x);
-    case UOp::kLog: return DLog(x);
-    case UOp::kSilu: return x / (T(1) + DExp(-x));
-    case UOp::kGelu: {
-      const T inner = T(kGeluC) * (x + T(kGeluA) * x * x * x);
-      return T(0.5) * x * (T(1) + DTanh(inner));
-    }
-    case UOp::kSqrt: return DSqrt(x);
-    case UOp::kRsqrt: return T(1) / DSqrt(x);
-    case UOp::kSquare: return x * x;
-    case UOp::kTanh: return DTanh(x);
-    case UOp::kSigmoid: return T(1) / (T(1) + DExp(-x));
-    case UOp::kRelu: return x > T(0) ? x : T(0);
-    case UOp::kAbs: return DAbs(x);
-  }
-  return x;
-}
-
-template <typename T>
-__device__ __forceinline__ T UnaryDerivative(UOp op, T x, T y) {
-  switch (op) {
-    case UOp::kNeg: return T(-1);
-    case UOp::kExp: return y;
-    case UOp::kLog: return T(1) / x;
-    case UOp::kSilu: {
-      const T s = T(1) / (T(1) + DExp(-x));
-      return s * (T(1) + x * (T(1) - s));
-    }
-    case UOp::kGelu: {
-      const T inner = T(kGeluC) * (x + T(kGeluA) * x * x * x);
-      const T t = DTanh(inner);
-      return T(0.5) * (T(1) + t) +
-             T(0.5) * x * (T(1) - t * t) * T(kGeluC) * (T(1) + T(3 * kGeluA) * x * x);
-    }
-    case UOp::kSqrt: return T(0.5) / y;
-    case UOp::kRsqrt: return T(-0.5) * y * y * y;
-    case UOp::kSquare: return T(2) * x;
-    case UOp::kTanh: return T(1) - y * y;
-    case UOp::kSigmoid: return y * (T(1) - y);
-    case UOp::kRelu: return x > T(0) ? T(1) : T(0);
-    case UOp::kAbs: return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
-  }
-  return T(0);
-}
-
-template <typename T>
-__device__ __forceinline__ T ApplyBinary(BOp op, T a, T b) {
-  switch (op) {
-    case BOp::kAdd: return a + b;
-    case BOp::kSub: return a - b;
-    case BOp::kMul: return a * b;
-    case BOp::kDiv: return a / b;
-    case BOp::kMax: return a > b ? a : b;
-    case BOp::kMin: return a < b ? a : b;
-  }
-  return a;
-}
 
 template <typename U>
 __global__ void FillKernel(U* dst, int64_t n, U value) {
@@ -85,23 +22,23 @@ __global__ void CopyKernel(const S* src, D* dst, int64_t n, NdIndexer<2> index) 
 }
 
 template <typename T>
-__global__ void UnaryKernel(UOp op, const T* x, T* out, int64_t n) {
-  FAM_CUDA_KERNEL_LOOP(i, n) out[i] = ApplyUnary(op, x[i]);
+__global__ void UnaryKernel(UnaryOp op, const T* x, T* out, int64_t n) {
+  FAM_CUDA_KERNEL_LOOP(i, n) out[i] = formula::ApplyUnary(op, x[i]);
 }
 
 template <typename T>
-__global__ void UnaryBackwardKernel(UOp op, const T* x, const T* y, const T* g, T* gx,
+__global__ void UnaryBackwardKernel(UnaryOp op, const T* x, const T* y, const T* g, T* gx,
                                     int64_t n) {
-  FAM_CUDA_KERNEL_LOOP(i, n) gx[i] = g[i] * UnaryDerivative(op, x[i], y[i]);
+  FAM_CUDA_KERNEL_LOOP(i, n) gx[i] = g[i] * formula::UnaryDerivative(op, x[i], y[i]);
 }
 
 template <typename T>
-__global__ void BinaryKernel(BOp op, const T* a, const T* b, T* out, int64_t n,
+__global__ void BinaryKernel(BinaryOp op, const T* a, const T* b, T* out, int64_t n,
                              NdIndexer<3> index) {
   FAM_CUDA_KERNEL_LOOP(i, n) {
     int64_t off[3];
     index.Offsets(i, off);
-    out[off[2]] = ApplyBinary(op, a[off[0]], b[off[1]]);
+    out[off[2]] = formula::ApplyBinary(op, a[off[0]], b[off[1]]);
   }
 }
 
@@ -115,17 +52,42 @@ __global__ void AxpyKernel(const T* src, T alpha, T* dst, int64_t n) {
   FAM_CUDA_KERNEL_LOOP(i, n) dst[i] += alpha * src[i];
 }
 
-// Calls fn(T{}) for every storage dtype the copy kernel handles.
-template <typename Fn>
-bool DispatchStorage(DType dtype, Fn&& fn) {
-  switch (dtype) {
-    case DType::kF32: fn(float{}); return true;
-    case DType::kF64: fn(double{}); return true;
-    case DType::kBF16: fn(Bf16Bits{}); return true;
-    case DType::kI32: fn(int32_t{}); return true;
-    case DType::kI64: fn(int64_t{}); return true;
-    default: return false;
+template <typename T>
+__global__ void ReduceSumKernel(const T* x, T* out, int64_t outputs, NdIndexer<1> kept,
+                                int64_t reduced_count, NdIndexer<1> reduced) {
+  __shared__ double shared[32];
+  for (int64_t o = blockIdx.x; o < outputs; o += gridDim.x) {
+    int64_t base;
+    kept.Offsets(o, &base);
+    double acc = 0;
+    for (int64_t r = threadIdx.x; r < reduced_count; r += blockDim.x) {
+      int64_t off;
+      reduced.Offsets(r, &off);
+      acc += static_cast<double>(x[base + off]);
+    }
+    acc = BlockSum(acc, shared);
+    if (threadIdx.x == 0) out[o] = static_cast<T>(acc);
   }
+}
+
+template <typename T>
+__global__ void SumSquaresPartialKernel(const T* x, int64_t n, double* partial) {
+  __shared__ double shared[32];
+  double acc = 0;
+  FAM_CUDA_KERNEL_LOOP(i, n) {
+    const double v = static_cast<double>(x[i]);
+    acc += v * v;
+  }
+  acc = BlockSum(acc, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+__global__ void SumPartialsKernel(const double* partial, int count, double* result) {
+  __shared__ double shared[32];
+  double acc = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
+  acc = BlockSum(acc, shared);
+  if (threadIdx.x == 0) *result = acc;
 }
 
 }  // namespace
@@ -145,7 +107,8 @@ void LaunchFill(void* dst, int64_t n, int elem_size, uint64_t bits, cudaStream_t
     case 8:
       FillKernel<<<blocks, kThreads, 0, stream>>>(static_cast<uint64_t*>(dst), n, bits);
       break;
-    default: LaunchFailure("fill (element size)", cudaErrorInvalidValue);
+    default:
+      LaunchFailure("fill (element size)", cudaErrorInvalidValue);
   }
   CheckLaunch("fill");
 }
@@ -154,9 +117,9 @@ void LaunchCopy(DType src_dtype, const void* src, DType dst_dtype, void* dst, in
                 const NdIndexer<2>& index, cudaStream_t stream) {
   if (n == 0) return;
   bool ok = false;
-  const bool src_ok = DispatchStorage(src_dtype, [&](auto s_tag) {
+  const bool src_ok = VisitStorage<Bf16Bits>(src_dtype, [&](auto s_tag) {
     using S = decltype(s_tag);
-    ok = DispatchStorage(dst_dtype, [&](auto d_tag) {
+    ok = VisitStorage<Bf16Bits>(dst_dtype, [&](auto d_tag) {
       using D = decltype(d_tag);
       CopyKernel<S, D><<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const S*>(src),
                                                               static_cast<D*>(dst), n, index);
@@ -167,9 +130,10 @@ void LaunchCopy(DType src_dtype, const void* src, DType dst_dtype, void* dst, in
   CheckLaunch("copy");
 }
 
-void LaunchUnary(UOp op, DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream) {
+void LaunchUnary(UnaryOp op, DType dtype, const void* x, void* out, int64_t n,
+                 cudaStream_t stream) {
   if (n == 0) return;
-  const bool ok = DispatchFloatDevice(dtype, [&](auto tag) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
     UnaryKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(op, static_cast<const T*>(x),
                                                           static_cast<T*>(out), n);
@@ -178,10 +142,10 @@ void LaunchUnary(UOp op, DType dtype, const void* x, void* out, int64_t n, cudaS
   CheckLaunch("unary");
 }
 
-void LaunchUnaryBackward(UOp op, DType dtype, const void* x, const void* y, const void* grad_out,
-                         void* grad_x, int64_t n, cudaStream_t stream) {
+void LaunchUnaryBackward(UnaryOp op, DType dtype, const void* x, const void* y,
+                         const void* grad_out, void* grad_x, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  const bool ok = DispatchFloatDevice(dtype, [&](auto tag) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
     UnaryBackwardKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(
         op, static_cast<const T*>(x), static_cast<const T*>(y), static_cast<const T*>(grad_out),
@@ -191,10 +155,10 @@ void LaunchUnaryBackward(UOp op, DType dtype, const void* x, const void* y, cons
   CheckLaunch("unary backward");
 }
 
-void LaunchBinary(BOp op, DType dtype, const void* a, const void* b, void* out, int64_t n,
+void LaunchBinary(BinaryOp op, DType dtype, const void* a, const void* b, void* out, int64_t n,
                   const NdIndexer<3>& index, cudaStream_t stream) {
   if (n == 0) return;
-  const bool ok = DispatchFloatDevice(dtype, [&](auto tag) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
     BinaryKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(
         op, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n, index);
@@ -206,11 +170,11 @@ void LaunchBinary(BOp op, DType dtype, const void* a, const void* b, void* out, 
 void LaunchAffine(DType dtype, const void* x, double alpha, double beta, void* out, int64_t n,
                   cudaStream_t stream) {
   if (n == 0) return;
-  const bool ok = DispatchFloatDevice(dtype, [&](auto tag) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
-    AffineKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<T>(alpha), static_cast<T>(beta),
-        static_cast<T*>(out), n);
+    AffineKernel<T>
+        <<<BlocksFor(n), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T>(alpha),
+                                                static_cast<T>(beta), static_cast<T*>(out), n);
   });
   if (!ok) BadDType("affine", dtype);
   CheckLaunch("affine");
@@ -219,13 +183,40 @@ void LaunchAffine(DType dtype, const void* x, double alpha, double beta, void* o
 void LaunchAxpy(DType dtype, const void* src, double alpha, void* dst, int64_t n,
                 cudaStream_t stream) {
   if (n == 0) return;
-  const bool ok = DispatchFloatDevice(dtype, [&](auto tag) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
     AxpyKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(
         static_cast<const T*>(src), static_cast<T>(alpha), static_cast<T*>(dst), n);
   });
   if (!ok) BadDType("axpy", dtype);
   CheckLaunch("axpy");
+}
+
+void LaunchReduceSum(DType dtype, const void* x, void* out, int64_t outputs,
+                     const NdIndexer<1>& kept, int64_t reduced_count, const NdIndexer<1>& reduced,
+                     cudaStream_t stream) {
+  if (outputs == 0) return;
+  const int64_t blocks = std::min<int64_t>(outputs, kMaxBlocks);
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    ReduceSumKernel<T><<<blocks, kThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<T*>(out), outputs, kept, reduced_count, reduced);
+  });
+  if (!ok) BadDType("sum", dtype);
+  CheckLaunch("sum");
+}
+
+void LaunchSumSquares(DType dtype, const void* x, int64_t n, double* partial, double* result,
+                      cudaStream_t stream) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    SumSquaresPartialKernel<T>
+        <<<kSumSquaresBlocks, kThreads, 0, stream>>>(static_cast<const T*>(x), n, partial);
+  });
+  if (!ok) BadDType("sum of squares", dtype);
+  CheckLaunch("sum of squares");
+  SumPartialsKernel<<<1, kThreads, 0, stream>>>(partial, kSumSquaresBlocks, result);
+  CheckLaunch("sum of squares (partials)");
 }
 
 }  // namespace fam::cuda

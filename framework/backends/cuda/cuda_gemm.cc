@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "framework/backends/cuda/cublas_library.h"
+#include "framework/backends/cuda/cuda_backend.h"
 #include "framework/backends/cuda/cuda_device.h"
 #include "framework/backends/cuda/cuda_gemm_layout.h"
 #include "framework/backends/cuda/cuda_kernels.h"
@@ -215,6 +216,11 @@ void GemmRunner::Run(const GemmArgs& g, bool allow_tf32) {
     key.align_c = PointerAlignment(ci);
     RunLt(key, ai, bi, ci, g.alpha, g.beta);
   }
+}
+
+void CudaBackend::Gemm(const GemmArgs& args) {
+  DeviceGuard guard(device_);
+  gemm_->Run(args, allow_tf32_);
 }
 
 }  // namespace fam::cuda

@@ -7,16 +7,12 @@
 #include <cstdint>
 #include <vector>
 
-#ifdef __CUDACC__
-#define FAM_HOST_DEVICE __host__ __device__
-#else
-#define FAM_HOST_DEVICE
-#endif
+#include "framework/backends/host_device.h"
 
 namespace fam::cuda {
 
-constexpr int kMaxDims = 8;           // rank limit of strided kernels after merging dimensions
-constexpr int kThreads = 256;         // threads per block of elementwise kernels
+constexpr int kMaxDims = 8;                // rank limit of strided kernels after merging dimensions
+constexpr int kThreads = 256;              // threads per block of elementwise kernels
 constexpr int64_t kMaxBlocks = 65535 * 8;  // grid-stride loops cover the rest
 
 // Blocks for a grid-stride loop over n elements with `threads` per block (at least 1).

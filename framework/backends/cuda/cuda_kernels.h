@@ -8,15 +8,10 @@
 #include <cstdint>
 
 #include "framework/backends/cuda/cuda_indexing.h"
+#include "framework/backends/op_kinds.h"
 #include "framework/core/dtype.h"
 
 namespace fam::cuda {
-
-// Mirrors of fam::UnaryOp / fam::BinaryOp (cuda_backend.cc static_asserts the values match).
-enum class UOp : uint8_t {
-  kNeg, kExp, kLog, kSilu, kGelu, kSqrt, kRsqrt, kSquare, kTanh, kSigmoid, kRelu, kAbs
-};
-enum class BOp : uint8_t { kAdd, kSub, kMul, kDiv, kMax, kMin };
 
 // Errors raised from the .cu files (defined in cuda_device.cc): throw fam::Error naming the kernel.
 [[noreturn]] void LaunchFailure(const char* what, cudaError_t err);
@@ -27,11 +22,11 @@ void LaunchFill(void* dst, int64_t n, int elem_size, uint64_t bits, cudaStream_t
 // dst[idx offsets 1] = convert(src[idx offsets 0]) for every dtype pair except f16.
 void LaunchCopy(DType src_dtype, const void* src, DType dst_dtype, void* dst, int64_t n,
                 const NdIndexer<2>& index, cudaStream_t stream);
-void LaunchUnary(UOp op, DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream);
-void LaunchUnaryBackward(UOp op, DType dtype, const void* x, const void* y, const void* grad_out,
-                         void* grad_x, int64_t n, cudaStream_t stream);
+void LaunchUnary(UnaryOp op, DType dtype, const void* x, void* out, int64_t n, cudaStream_t stream);
+void LaunchUnaryBackward(UnaryOp op, DType dtype, const void* x, const void* y,
+                         const void* grad_out, void* grad_x, int64_t n, cudaStream_t stream);
 // out[offset 2] = a[offset 0] op b[offset 1].
-void LaunchBinary(BOp op, DType dtype, const void* a, const void* b, void* out, int64_t n,
+void LaunchBinary(BinaryOp op, DType dtype, const void* a, const void* b, void* out, int64_t n,
                   const NdIndexer<3>& index, cudaStream_t stream);
 void LaunchAffine(DType dtype, const void* x, double alpha, double beta, void* out, int64_t n,
                   cudaStream_t stream);
@@ -40,8 +35,8 @@ void LaunchAxpy(DType dtype, const void* src, double alpha, void* dst, int64_t n
 
 // cuda_reduce.cu. out[o] = sum over r of x[kept.Offsets(o) + reduced.Offsets(r)], in double.
 void LaunchReduceSum(DType dtype, const void* x, void* out, int64_t outputs,
-                     const NdIndexer<1>& kept, int64_t reduced_count,
-                     const NdIndexer<1>& reduced, cudaStream_t stream);
+                     const NdIndexer<1>& kept, int64_t reduced_count, const NdIndexer<1>& reduced,
+                     cudaStream_t stream);
 constexpr int kSumSquaresBlocks = 240;
 // *result (device double) = sum of x[i]^2; partial holds kSumSquaresBlocks doubles (device).
 void LaunchSumSquares(DType dtype, const void* x, int64_t n, double* partial, double* result,
@@ -55,8 +50,8 @@ void LaunchRmsNormBackwardX(DType dtype, const void* x, const void* w, const voi
                             cudaStream_t stream);
 // partial: chunks * d doubles (device scratch), chunk c covers rows [c*chunk_rows, ...).
 void LaunchRmsNormBackwardW(DType dtype, const void* x, const void* rstd, const void* grad_y,
-                            void* grad_w, int64_t rows, int64_t d, double* partial,
-                            int64_t chunks, int64_t chunk_rows, cudaStream_t stream);
+                            void* grad_w, int64_t rows, int64_t d, double* partial, int64_t chunks,
+                            int64_t chunk_rows, cudaStream_t stream);
 
 // cuda_softmax_ce.cu.
 void LaunchSoftmaxForward(DType dtype, const void* x, void* y, int64_t rows, int64_t d,

@@ -18,7 +18,7 @@ __global__ void AdamWKernel(T* p, const T* g, T* m, T* v, int64_t n, T b1, T b2,
     const T vi = b2 * v[i] + one_minus_b2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] = p[i] * decay - step_size * mi / (DSqrt(vi) * inv_sqrt_bias2 + eps);
+    p[i] = p[i] * decay - step_size * mi / (formula::Sqrt(vi) * inv_sqrt_bias2 + eps);
   }
 }
 
@@ -123,7 +123,7 @@ void LaunchAdafactor(DType dtype, void* param, const void* grad, void* row, void
                      cudaStream_t stream) {
   const int64_t numel = batch * n * m;
   if (numel == 0) return;
-  const bool ok = DispatchFloatDevice(dtype, [&](auto tag) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* g = static_cast<const T*>(grad);
     if (row != nullptr) {
@@ -145,7 +145,7 @@ void LaunchAdafactor(DType dtype, void* param, const void* grad, void* row, void
   CheckLaunch("adafactor update (second moments)");
   double* sum_sq = partial + kSumSquaresBlocks;
   LaunchSumSquares(DType::kF64, u, numel, partial, sum_sq, stream);
-  DispatchFloatDevice(dtype, [&](auto tag) {
+  VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
     AdafactorApplyKernel<T><<<BlocksFor(numel), kThreads, 0, stream>>>(
         static_cast<T*>(param), static_cast<T*>(exp_avg), u, sum_sq, numel, c);
@@ -156,7 +156,7 @@ void LaunchAdafactor(DType dtype, void* param, const void* grad, void* row, void
 void LaunchAdamW(DType dtype, void* param, const void* grad, void* exp_avg, void* exp_avg_sq,
                  int64_t n, const AdamWCoefficients& c, cudaStream_t stream) {
   if (n == 0) return;
-  const bool ok = DispatchFloatDevice(dtype, [&](auto tag) {
+  const bool ok = VisitFloat(dtype, [&](auto tag) {
     using T = decltype(tag);
     AdamWKernel<T><<<BlocksFor(n), kThreads, 0, stream>>>(
         static_cast<T*>(param), static_cast<const T*>(grad), static_cast<T*>(exp_avg),
