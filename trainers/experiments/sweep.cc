@@ -20,10 +20,11 @@
 #include "framework/io/atomic_file.h"
 #include "framework/io/checkpoint.h"
 #include "framework/io/edit_distance.h"
+#include "framework/io/yaml_reader.h"
 #include "nlohmann/json.hpp"
 #include "trainers/eval/evaluate.h"
-#include "trainers/train/train_loop.h"
 #include "trainers/experiments/sweep_slurm.h"
+#include "trainers/train/train_loop.h"
 
 namespace fam::sweep {
 namespace {
