@@ -6,6 +6,8 @@
 // resumable: a cell whose run has its final checkpoint and its eval report is skipped, an
 // interrupted one resumes from its newest checkpoint. The summary (CSV + markdown + gnuplot PNGs)
 // joins each cell's training metrics with its eval report. See docs/evaluation.md.
+// Sources: sweep_spec.cc (sweep files, run-config keys, expansion into cells), sweep.cc (cell
+// state and RunSweep), sweep_summary.cc (summary tables and plots), sweep_slurm.cc (scripts).
 #pragma once
 
 #include <cstdint>
