@@ -2,12 +2,11 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "framework/autograd/node.h"
 #include "framework/backends/registry.h"
 #include "framework/core/error.h"
 #include "framework/data/loader.h"
 #include "framework/io/checkpoint.h"
-#include "framework/ops/ops.h"
+#include "framework/nn/named_tensors.h"
 #include "models/fam/weights_io.h"
 #include "trainers/eval/eval_internal.h"
 #include "trainers/eval/evaluate.h"
@@ -76,21 +75,12 @@ absl::StatusOr<LoadedModel> LoadModelForEval(const ModelSource& source) {
       return absl::FailedPreconditionError(
           absl::StrCat(checkpoint, ": the checkpoint was written for another model config (hash ",
                        ckpt->config_hash, ", the run config gives ", ModelConfigHash(config), ")"));
-    absl::Status s = CatchToStatus([&] {
-      out.model = std::make_unique<FamModel>(config);
-      NoGradGuard no_grad;
-      for (auto& [name, t] : out.model->NamedParameters()) {
-        auto it = ckpt->model.find(name);
-        if (it == ckpt->model.end())
-          ThrowError(absl::StatusCode::kDataLoss, checkpoint, ": model tensor ", name,
-                     " is missing");
-        if (it->second.shape() != t.shape())
-          ThrowError(absl::StatusCode::kFailedPrecondition, checkpoint, ": ", name, " has shape ",
-                     ShapeString(it->second.shape()), ", the model expects ",
-                     ShapeString(t.shape()));
-        ops::CopyInPlace(t, it->second);
-      }
-    });
+    absl::Status s = CatchToStatus([&] { out.model = std::make_unique<FamModel>(config); });
+    if (!s.ok()) return s;
+    nn::CopyNamedTensorsOptions options;
+    options.report = nn::CopyNamedTensorsOptions::Report::kFirst;
+    options.allow_unexpected = true;
+    s = nn::CopyNamedTensors(out.model->NamedParameters(), ckpt->model, checkpoint, options);
     if (!s.ok()) return s;
     out.step = ckpt->step;
     out.checkpoint = checkpoint;
