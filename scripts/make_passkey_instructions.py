@@ -4,7 +4,7 @@
 Each JSONL line is one example in the segments form of framework/data/instructions.h:
   instruction segments: the intro, filler repetitions with the key sentence at a random depth, and
   the question "What is the pass key? The pass key is"; answer segment: "<key>." (loss weight 1 by
-  default; instructions 0). The texts are those `fam eval` uses (trainers/eval/evaluate.cc), one segment
+  default; instructions 0). The texts are those `fam eval` uses (trainers/eval/passkey.cc), one segment
   per part, so the prompt is tokenized as the evaluation tokenizes it.
 
 Filler lengths are drawn uniformly in [--min-tokens, --max-tokens] and converted to filler

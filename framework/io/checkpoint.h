@@ -1,23 +1,7 @@
-// Checkpoints that are never half-written, silently corrupt, or resumed "almost" right
-// (FORMATS.md "Checkpoint layout"). A checkpoint is a directory step-<8 digits>/ holding
-//   model.safetensors      weights (FORMATS.md names)
-//   optimizer.safetensors  optimizer state tensors (optional)
-//   state.safetensors      other tensors of the trainer (e.g. the FAM state kept by Random State
-//                          Passing), optional
-//   trainer_state.json     step, data-loader position, RNG counters, schedule position, metrics ...
-//   <plain files>          optional, e.g. config.yaml and the tokenizer (CheckpointData::files)
-//   manifest.json          written LAST: step, world_size, config_hash, created time, and for every
-//                          other file its size and sha256. A directory without a valid manifest is
-//                          not a checkpoint.
-// Sharded checkpoints (ZeRO runs with several ranks, SaveSharded): every rank writes the tensors it
-// owns, in parallel, into the same temporary directory (a file system shared by all ranks):
-//   model-rank-<r>-of-<N>.safetensors      the weights (or LoRA adapters) rank r owns
-//   optimizer-rank-<r>-of-<N>.safetensors  the optimizer state of those parameters (the step
-//                                          counter only in rank 0's)
-// and hashes its own files; rank 0 writes state.safetensors, trainer_state.json and, once every
-// rank has reported, the manifest (which records "shards": world size and ZeRO stage). Loading
-// reads every listed model*/optimizer* file into one map, so any world size (or an unsharded run)
-// resumes from it.
+// Checkpoints that are never half-written, silently corrupt, or resumed "almost" right. What a
+// checkpoint directory holds, its verification and loading: checkpoint_format.h; ranks saving and
+// verifying one together: checkpoint_sharded.h; both are included here. This header adds the
+// writer, CheckpointManager.
 // Saving writes into a temporary directory (.tmp-step-…), fsyncs every file and the directory,
 // writes the manifest, renames the directory into place, then replaces the `latest` text file
 // atomically. Retention keeps the newest `keep_last` checkpoints plus every step divisible by
@@ -27,9 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <memory>
 #include <mutex>
-#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -37,12 +19,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "framework/core/tensor.h"
+#include "framework/io/checkpoint_format.h"
+#include "framework/io/checkpoint_sharded.h"
 #include "nlohmann/json.hpp"
 
 namespace fam::io {
-
-using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 struct CheckpointData {
   int64_t step = 0;
@@ -63,29 +44,6 @@ struct CheckpointData {
   nlohmann::json manifest_extra = nlohmann::json::object();
 };
 
-// The ranks saving one sharded checkpoint together. all_gather is a collective (every member calls
-// it, in the same order): each member's string, in rank order, on every member.
-struct ShardGroup {
-  int rank = 0;
-  int size = 1;
-  std::function<std::vector<std::string>(const std::string&)> all_gather;
-};
-
-struct LoadedCheckpoint {
-  std::string path;  // the checkpoint directory
-  int64_t step = 0;
-  int world_size = 1;
-  std::string config_hash;
-  std::map<std::string, Tensor> model, optimizer, extra;
-  nlohmann::json trainer_state;
-  int shard_files = 0;      // model-rank-*/optimizer-rank-* files (0: an unsharded checkpoint)
-  nlohmann::json manifest;  // the whole manifest.json
-};
-
-// The parsed manifest.json of a checkpoint directory after a size check of the files it lists
-// (no hashing): for reading what a checkpoint carries without loading it.
-absl::StatusOr<nlohmann::json> ReadCheckpointManifest(const std::string& path);
-
 struct CheckpointOptions {
   std::string dir;         // runs/<name>/checkpoints
   int keep_last = 3;       // newest checkpoints kept
@@ -95,23 +53,8 @@ struct CheckpointOptions {
   std::function<void(const std::string&)> after_file_written;
 };
 
-// "step-00001000"
-std::string CheckpointDirName(int64_t step);
-
-// Verifies a checkpoint directory: manifest present and parseable, every listed file present with
-// the listed size and sha256. The error names the directory and the file at fault.
-absl::Status VerifyCheckpoint(const std::string& path);
-
-// Collective over `group` (a sharded job resuming): the same check, with the files' sha256 split
-// between the ranks (rank r hashes every size-th file); every rank gets the same status.
-absl::Status VerifyCheckpoint(const std::string& path, const ShardGroup& group);
-
-// Loads (after verifying, unless verify is false: the caller verified it) one checkpoint
-// directory, unsharded or sharded: the tensors of every model*.safetensors file go to `model`, of
-// every optimizer*.safetensors to `optimizer` (a name in two files is an error naming both).
-// Tensors are zero-copy views of the mapped files: only what the caller touches is read.
-absl::StatusOr<LoadedCheckpoint> LoadCheckpoint(const std::string& path, bool verify = true);
-
+// Writes checkpoints into options.dir and finds the newest valid one (checkpoint_store.cc; the
+// sharded save in checkpoint_sharded.cc).
 class CheckpointManager {
  public:
   explicit CheckpointManager(CheckpointOptions options);

@@ -12,6 +12,7 @@
 #include "framework/autograd/node.h"
 #include "framework/core/dtype.h"
 #include "framework/io/safetensors.h"
+#include "framework/nn/named_tensors.h"
 #include "framework/ops/ops.h"
 
 namespace fam {
@@ -410,38 +411,15 @@ absl::Status LoadLoraTensors(FamModel& model, const std::map<std::string, Tensor
     if (attached_here) RemoveLora(model);
     return status;
   };
-  std::vector<std::string> missing, unexpected, misshaped;
   std::vector<std::pair<std::string, Tensor>> targets;
   for (auto& [name, t] : model.NamedParameters()) {
-    if (!IsLoraParameterName(name) && !stored.count(name)) continue;
-    auto it = tensors.find(name);
-    if (it == tensors.end()) {
-      missing.push_back(name);
-      continue;
-    }
-    if (it->second.shape() != t.shape() || !IsFloating(it->second.dtype())) {
-      misshaped.push_back(absl::StrCat(name, " ", it->second.Describe(), " (expected ",
-                                       ShapeString(t.shape()), ")"));
-    }
-    targets.emplace_back(name, t);
+    if (IsLoraParameterName(name) || stored.count(name)) targets.emplace_back(name, t);
   }
-  for (auto& [name, t] : tensors)
-    if (!model.FindParameter(name).defined()) unexpected.push_back(name);
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
-    std::vector<std::string> parts;
-    if (!missing.empty()) parts.push_back(absl::StrCat("missing: ", absl::StrJoin(missing, ", ")));
-    if (!unexpected.empty())
-      parts.push_back(absl::StrCat("unexpected: ", absl::StrJoin(unexpected, ", ")));
-    if (!misshaped.empty())
-      parts.push_back(absl::StrCat("wrong shape: ", absl::StrJoin(misshaped, ", ")));
-    return fail(absl::InvalidArgumentError(absl::StrCat(
-        source, ": adapter tensors do not match the model (", absl::StrJoin(parts, "; "), ")")));
-  }
-  absl::Status status = CatchToStatus([&] {
-    NoGradGuard no_grad;
-    for (auto& [name, t] : targets) ops::CopyInPlace(t, tensors.at(name));
-  });
-  if (!status.ok()) return fail(status);
+  nn::CopyNamedTensorsOptions options;
+  options.mismatch = "adapter tensors do not match the model";
+  options.require_floating = true;
+  if (absl::Status status = nn::CopyNamedTensors(targets, tensors, source, options); !status.ok())
+    return fail(status);
   return absl::OkStatus();
 }
 

@@ -108,7 +108,7 @@ absl::Status SaveLoraAdapters(const FamModel& model, const std::string& path,
 // (FailedPrecondition naming the file, the recorded base label/fingerprint and this model's),
 // attaches adapters from the recorded settings when the model has none (otherwise the attached
 // ones must have the same settings), and copies the adapter tensors (and model.fam.embeddings when
-// stored). Missing, unexpected or mis-shaped tensors are named.
+// stored). Missing, unexpected, mis-shaped or non-floating tensors are named.
 absl::Status LoadLoraAdapters(FamModel& model, const std::string& path);
 // The same from tensors and metadata already in memory (e.g. an adapter-only checkpoint).
 absl::Status LoadLoraTensors(FamModel& model, const std::map<std::string, Tensor>& tensors,

@@ -13,10 +13,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "framework/autograd/node.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/checkpoint.h"
-#include "framework/ops/ops.h"
+#include "framework/nn/named_tensors.h"
 #include "models/fam/hf_import.h"
 #include "models/fam/lora.h"
 #include "models/fam/weights_io.h"
@@ -29,36 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Copies a checkpoint's model tensors into the model; names everything that does not fit.
-absl::Status CopyModelTensors(FamModel& model, const std::map<std::string, Tensor>& tensors,
-                              const std::string& source) {
-  std::vector<std::string> missing, misshaped, unexpected;
-  for (auto& [name, t] : model.NamedParameters()) {
-    auto it = tensors.find(name);
-    if (it == tensors.end())
-      missing.push_back(name);
-    else if (it->second.shape() != t.shape())
-      misshaped.push_back(absl::StrCat(name, " ", ShapeString(it->second.shape()), " (expected ",
-                                       ShapeString(t.shape()), ")"));
-  }
-  for (auto& [name, t] : tensors)
-    if (!model.FindParameter(name).defined()) unexpected.push_back(name);
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::vector<std::string> parts;
-    if (!missing.empty()) parts.push_back(absl::StrCat("missing: ", absl::StrJoin(missing, ", ")));
-    if (!misshaped.empty())
-      parts.push_back(absl::StrCat("wrong shape: ", absl::StrJoin(misshaped, ", ")));
-    if (!unexpected.empty())
-      parts.push_back(absl::StrCat("unexpected: ", absl::StrJoin(unexpected, ", ")));
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": weights do not match the model config (", absl::StrJoin(parts, "; "), ")"));
-  }
-  return CatchToStatus([&] {
-    NoGradGuard no_grad;
-    for (auto& [name, t] : model.NamedParameters()) ops::CopyInPlace(t, tensors.at(name));
-  });
-}
-
 absl::StatusOr<std::string> ModelConfigPath(const cli::Args& args) {
   if (args.Has("model")) return args.Get("model");
   std::error_code ec;
@@ -70,7 +39,8 @@ absl::StatusOr<std::string> ModelConfigPath(const cli::Args& args) {
   std::vector<std::string> tried;
   for (const fs::path& p : candidates) tried.push_back(p.string());
   if (args.Has("checkpoint")) {
-    // The checkpoint's own config.yaml, or its run directory's (trainers/train/portable_checkpoint.h).
+    // The checkpoint's own config.yaml, or its run directory's
+    // (trainers/train/portable_checkpoint.h).
     absl::StatusOr<std::string> run = CheckpointRunConfigPath(args.Get("checkpoint"));
     if (run.ok()) return *run;
     tried.push_back(absl::StrCat(args.Get("checkpoint"), "/", kCheckpointRunConfig));
@@ -142,7 +112,9 @@ Command ExportCommand() {
           return absl::InvalidArgumentError(
               absl::StrCat("fam export: ", args.Get("checkpoint"),
                            " holds full weights; pass either --checkpoint or --weights"));
-        if (absl::Status s = CopyModelTensors(model, ckpt->model, args.Get("checkpoint")); !s.ok())
+        if (absl::Status s =
+                nn::CopyNamedTensors(model.NamedParameters(), ckpt->model, args.Get("checkpoint"));
+            !s.ok())
           return s;
       }
     } else if (absl::Status s = LoadModelWeights(model, args.Get("weights")); !s.ok()) {

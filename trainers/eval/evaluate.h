@@ -4,6 +4,9 @@
 // streamed stretch), PassKey retrieval (FAM_SPEC.md §8) with memory measurements, eval suite
 // configs (configs/eval/*.yaml), model loading from a checkpoint or from safetensors, and the
 // report: JSON (FORMATS.md "Eval report"), markdown and PNG plots (scripts/plot_report.sh).
+// Sources, one per section below: generation.cc (text codecs, sampling, streaming inference),
+// perplexity.cc, passkey.cc (with process memory), suite.cc, model_loading.cc, report.cc, and
+// evaluate.cc (`fam eval`).
 #pragma once
 
 #include <cstdint>

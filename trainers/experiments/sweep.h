@@ -6,6 +6,8 @@
 // resumable: a cell whose run has its final checkpoint and its eval report is skipped, an
 // interrupted one resumes from its newest checkpoint. The summary (CSV + markdown + gnuplot PNGs)
 // joins each cell's training metrics with its eval report. See docs/evaluation.md.
+// Sources: sweep_spec.cc (sweep files, run-config keys, expansion into cells), sweep.cc (cell
+// state and RunSweep), sweep_summary.cc (summary tables and plots), sweep_slurm.cc (scripts).
 #pragma once
 
 #include <cstdint>
@@ -17,9 +19,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "framework/io/yaml_reader.h"
-#include "trainers/train/run_config.h"
+#include "framework/io/config_tree.h"
 #include "trainers/experiments/shell_words.h"  // ShellQuote, OnPath: used by sweep and nightly callers
+#include "trainers/train/run_config.h"
 
 namespace fam::sweep {
 
@@ -128,7 +130,8 @@ CellStatus InspectCell(const RunConfig& run, bool eval_enabled);
 // The cell's axis values as "key=value key=value" (log lines and script comments).
 std::string CellComment(const SweepConfig& sweep, const SweepCell& cell);
 
-// The slurm and mpirun scripts (SlurmScript, MpirunScript) are in trainers/experiments/sweep_slurm.h.
+// The slurm and mpirun scripts (SlurmScript, MpirunScript) are in
+// trainers/experiments/sweep_slurm.h.
 
 // ---- summary ----
 

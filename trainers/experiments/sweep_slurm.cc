@@ -9,7 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "framework/io/yaml_reader.h"
+#include "framework/io/config_tree.h"
 
 namespace fam::sweep {
 

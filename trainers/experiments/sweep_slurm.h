@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "trainers/train/run_config.h"
 #include "trainers/experiments/sweep.h"
+#include "trainers/train/run_config.h"
 
 namespace fam::sweep {
 

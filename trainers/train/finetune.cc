@@ -7,9 +7,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "framework/autograd/node.h"
 #include "framework/io/safetensors.h"
+#include "framework/nn/named_tensors.h"
 #include "framework/ops/ops.h"
 #include "models/fam/lora.h"
 #include "trainers/train/portable_checkpoint.h"
@@ -51,52 +51,17 @@ void InitFamPromptFromTokens(FamModel& model, std::vector<std::string>* notes) {
 absl::Status LoadBaseTensors(FamModel& model, const std::map<std::string, Tensor>& tensors,
                              const std::string& source, std::vector<std::string>* notes) {
   const bool has_prompt = model.FindParameter(kFamPrompt).defined();
-  std::vector<std::string> missing, misshaped, unexpected;
-  bool prompt_missing = false;
-  for (auto& [name, t] : model.NamedParameters()) {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) {
-      if (name == kFamPrompt) {
-        prompt_missing = true;
-      } else {
-        missing.push_back(name);
-      }
-      continue;
-    }
-    if (it->second.shape() != t.shape() || !IsFloating(it->second.dtype())) {
-      misshaped.push_back(absl::StrCat(name, " ", it->second.Describe(), " (expected ",
-                                       ShapeString(t.shape()), ")"));
-    }
-  }
-  for (auto& [name, t] : tensors) {
-    if (model.FindParameter(name).defined()) continue;
-    if (name == kFamPrompt && !has_prompt) {
-      Note(notes, absl::StrCat(source, ": ", kFamPrompt, " ignored (this model has no FAM)"));
-      continue;
-    }
-    unexpected.push_back(name);
-  }
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::vector<std::string> parts;
-    if (!missing.empty()) parts.push_back(absl::StrCat("missing: ", absl::StrJoin(missing, ", ")));
-    if (!misshaped.empty()) {
-      parts.push_back(absl::StrCat("wrong shape: ", absl::StrJoin(misshaped, ", ")));
-    }
-    if (!unexpected.empty()) {
-      parts.push_back(absl::StrCat("unexpected: ", absl::StrJoin(unexpected, ", ")));
-    }
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": base weights do not match the model config (", absl::StrJoin(parts, "; "), ")"));
-  }
-  absl::Status status = CatchToStatus([&] {
-    NoGradGuard no_grad;
-    for (auto& [name, t] : model.NamedParameters()) {
-      auto it = tensors.find(name);
-      if (it != tensors.end()) ops::CopyInPlace(t, it->second);
-    }
-  });
-  if (!status.ok()) return status;
-  if (prompt_missing) InitFamPromptFromTokens(model, notes);
+  if (!has_prompt && tensors.count(kFamPrompt) > 0)
+    Note(notes, absl::StrCat(source, ": ", kFamPrompt, " ignored (this model has no FAM)"));
+  nn::CopyNamedTensorsOptions options;
+  options.mismatch = "base weights do not match the model config";
+  options.may_be_missing = {kFamPrompt};     // initialised from the token embeddings below
+  options.may_be_unexpected = {kFamPrompt};  // a base with FAM for a model without
+  options.require_floating = true;
+  if (absl::Status s = nn::CopyNamedTensors(model.NamedParameters(), tensors, source, options);
+      !s.ok())
+    return s;
+  if (has_prompt && tensors.count(kFamPrompt) == 0) InitFamPromptFromTokens(model, notes);
   return absl::OkStatus();
 }
 
@@ -247,21 +212,10 @@ absl::Status RestoreModelCheckpoint(FamModel& model, const io::LoadedCheckpoint&
     if (!meta.ok()) return meta.status();
     return LoadLoraTensors(model, checkpoint.model, *meta, path);
   }
-  NoGradGuard no_grad;
-  for (auto& [name, t] : model.NamedParameters()) {
-    auto it = checkpoint.model.find(name);
-    if (it == checkpoint.model.end()) {
-      return absl::DataLossError(absl::StrCat(path, ": model tensor ", name, " missing"));
-    }
-    if (it->second.shape() != t.shape()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(path, ": ", name, " has shape ", ShapeString(it->second.shape()),
-                       ", model expects ", ShapeString(t.shape())));
-    }
-  }
-  return CatchToStatus([&] {
-    for (auto& [name, t] : model.NamedParameters()) ops::CopyInPlace(t, checkpoint.model.at(name));
-  });
+  nn::CopyNamedTensorsOptions options;
+  options.report = nn::CopyNamedTensorsOptions::Report::kFirst;
+  options.allow_unexpected = true;
+  return nn::CopyNamedTensors(model.NamedParameters(), checkpoint.model, path, options);
 }
 
 }  // namespace fam

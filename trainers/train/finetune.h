@@ -54,8 +54,8 @@ absl::StatusOr<std::unique_ptr<FamModel>> BuildModelForRun(
 // model.fam.embeddings: a base without it (e.g. pretrained as BSWA or full attention, the paper's
 // starting point) gets the FAM prompt initialised from the token embeddings of ids (vocab/2 + i)
 // mod vocab, i < F (as `fam import` does), and a FAM prompt in the base of a model without FAM is
-// ignored; both are reported in `notes`. Any other missing, unexpected or mis-shaped tensor is an
-// InvalidArgument listing them.
+// ignored; both are reported in `notes`. Any other missing, unexpected, mis-shaped or non-floating
+// tensor is an InvalidArgument listing them.
 absl::Status LoadBaseWeights(FamModel& model, const std::string& path,
                              std::vector<std::string>* notes = nullptr);
 // The same from tensors in memory (`source` names them in errors and notes): what

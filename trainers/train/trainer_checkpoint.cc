@@ -11,7 +11,7 @@
 #include "framework/autograd/node.h"
 #include "framework/dist/collective_helpers.h"
 #include "framework/io/atomic_file.h"
-#include "framework/io/yaml_reader.h"
+#include "framework/io/config_tree.h"
 #include "framework/ops/ops.h"
 #include "trainers/train/portable_checkpoint.h"
 #include "trainers/train/trainer.h"
