@@ -94,6 +94,7 @@ std::vector<OpCase> Rows() {
       {"sigmoid", [](const V& x) { return Sigmoid(x[0]); }, {F({3, 4})}},
       {"relu", [](const V& x) { return Relu(x[0]); }, {F({3, 4})}},
       {"abs", [](const V& x) { return U(UnaryOp::kAbs, x[0]); }, {F({3, 4})}},
+      {"softplus", [](const V& x) { return Softplus(x[0]); }, {F({3, 4})}},
       {"exp_transposed", [](const V& x) { return Exp(Transpose(x[0], 0, 1)); }, {F({3, 5})}},
       {"silu_sliced", [](const V& x) { return Silu(Slice(x[0], 1, 1, 4)); }, {F({2, 5, 3})}},
       {"scale", [](const V& x) { return Scale(x[0], -1.5); }, {F({3, 4})}, kAllFloat},

@@ -24,7 +24,8 @@ enum class UnaryOp : uint8_t {
   kTanh,
   kSigmoid,
   kRelu,
-  kAbs
+  kAbs,
+  kSoftplus
 };
 enum class BinaryOp : uint8_t { kAdd, kSub, kMul, kDiv, kMax, kMin };
 
@@ -54,6 +55,8 @@ constexpr const char* UnaryOpName(UnaryOp op) {
       return "relu";
     case UnaryOp::kAbs:
       return "abs";
+    case UnaryOp::kSoftplus:
+      return "softplus";
   }
   return "?";
 }
@@ -90,6 +93,8 @@ FAM_HOST_DEVICE inline float Tanh(float x) { return ::tanhf(x); }
 FAM_HOST_DEVICE inline double Tanh(double x) { return ::tanh(x); }
 FAM_HOST_DEVICE inline float Abs(float x) { return ::fabsf(x); }
 FAM_HOST_DEVICE inline double Abs(double x) { return ::fabs(x); }
+FAM_HOST_DEVICE inline float Log1p(float x) { return ::log1pf(x); }
+FAM_HOST_DEVICE inline double Log1p(double x) { return ::log1p(x); }
 
 inline constexpr double kGeluC = 0.7978845608028654;  // sqrt(2/pi)
 inline constexpr double kGeluA = 0.044715;            // GELU's tanh approximation
@@ -123,6 +128,8 @@ FAM_HOST_DEVICE inline T ApplyUnary(UnaryOp op, T x) {
       return x > T(0) ? x : T(0);
     case UnaryOp::kAbs:
       return Abs(x);
+    case UnaryOp::kSoftplus:  // log(1 + e^x) without overflow
+      return (x > T(0) ? x : T(0)) + Log1p(Exp(-Abs(x)));
   }
   return x;
 }
@@ -161,6 +168,8 @@ FAM_HOST_DEVICE inline T UnaryDerivative(UnaryOp op, T x, T y) {
       return x > T(0) ? T(1) : T(0);
     case UnaryOp::kAbs:
       return x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
+    case UnaryOp::kSoftplus:
+      return T(1) / (T(1) + Exp(-x));
   }
   return T(0);
 }

@@ -59,6 +59,7 @@ inline Tensor Square(const Tensor& x) { return Unary(UnaryOp::kSquare, x); }
 inline Tensor Tanh(const Tensor& x) { return Unary(UnaryOp::kTanh, x); }
 inline Tensor Sigmoid(const Tensor& x) { return Unary(UnaryOp::kSigmoid, x); }
 inline Tensor Relu(const Tensor& x) { return Unary(UnaryOp::kRelu, x); }
+inline Tensor Softplus(const Tensor& x) { return Unary(UnaryOp::kSoftplus, x); }  // log(1 + e^x)
 
 // ---- reductions (reduce.cc) ----
 Tensor Sum(const Tensor& x, const std::vector<int64_t>& axes, bool keepdim = false);
