@@ -25,10 +25,12 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFAM_BUILD_CUD
 grep -q "FAM_HAVE_CUDA_BACKEND" "$build/build.ninja" ||
   { echo "device_bundle: no CUDA toolkit found, the CUDA backend is not built" >&2; exit 2; }
 
-# What runs on the device: every tests/cuda_*_test.cc, the attention tiling test, CUDA benches,
+# What runs on the device: the op harness (every op and backend row on cuda:0), every
+# tests/cuda_*_test.cc, the attention tiling test, CUDA benches,
 # the whole-trainer benchmark (MFU, FAM vs BSWA) and fam itself.
 targets=(train_device_bench fam)
-for src in "$root"/tests/cuda_*_test.cc "$root"/tests/attention_tiling_test.cc \
+for src in "$root"/tests/op_harness_test.cc "$root"/tests/cuda_*_test.cc \
+           "$root"/tests/attention_tiling_test.cc \
            "$root"/bench/cuda_*_bench.cc "$root"/bench/*_cuda_bench.cc; do
   [[ -f $src ]] && targets+=("$(basename "${src%.cc}")")
 done
@@ -60,7 +62,7 @@ cat > "$out/run_gpu_tests.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs the bundled CUDA tests on a machine with a GPU. Libraries: the bundle's own, the CUDA
 # toolkit's, and the lib dirs of the nvidia-* Python wheels (cuDNN, NCCL, cuBLAS, ...).
-# Extra arguments go to every test binary (e.g. --gtest_filter=CudaOpsTest.Gemm*).
+# Extra arguments go to every test binary (e.g. --gtest_filter=Ops/BackendHarness.*gemm*).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 paths=("$here/lib")

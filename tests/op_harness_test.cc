@@ -5,15 +5,20 @@
 // on the device. A new op is one new row in Rows().
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "framework/backends/registry.h"
+#ifdef FAM_HAVE_CUDA_BACKEND
+#include "framework/backends/cuda/cuda_backend.h"
+#endif
 #include "framework/ops/ops.h"
 #include "gtest/gtest.h"
 #include "tests/gradcheck.h"
@@ -378,6 +383,365 @@ INSTANTIATE_TEST_SUITE_P(Ops, OpHarness, ::testing::Range<size_t>(0, Rows().size
                            return Rows()[info.param].name;
                          });
 
+// ---- Backend rows
+// -------------------------------------------------------------------------------- The Backend
+// methods that ops reach with too few layouts, dtypes or arguments for the table above: host copies
+// (staged and direct), fills and copies between every stored dtype pair through strided views, GEMM
+// with padded leading dimensions, alpha/beta and a stride-0 batch, the bf16 GEMM, softmax rows of
+// -inf, i32 indices, RoPE at large positions, optimizer updates over steps and batched sums of
+// squares. Each row runs its method calls on the device's backend and on the CPU backend with the
+// same inputs (or against its own reference) and compares every output.
+
+// Inputs made the same way on any device (values drawn on the host, then copied there).
+struct Io {
+  Device device;
+  Tensor Values(const std::vector<double>& v, const Shape& shape, DType dtype) const {
+    Tensor cpu = Tensor::FromVector(v, shape, dtype);
+    return device == Device::CPU() ? cpu : ops::To(cpu, device).detach();
+  }
+  Tensor Random(const Shape& shape, DType dtype, uint32_t seed, double lo = -2,
+                double hi = 2) const {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<double> dist(lo, hi);
+    std::vector<double> v(static_cast<size_t>(NumElements(shape)));
+    for (double& x : v)
+      x = dtype == DType::kI32 || dtype == DType::kI64 ? std::floor(dist(rng)) : dist(rng);
+    return Values(v, shape, dtype);
+  }
+  Tensor Zeros(const Shape& shape, DType dtype) const {
+    return Tensor::Zeros(shape, dtype, device);
+  }
+  Tensor Empty(const Shape& shape, DType dtype) const {
+    return Tensor::Empty(shape, dtype, device);
+  }
+  Tensor View(const Tensor& t, const Shape& shape, const Strides& strides, int64_t offset) const {
+    return Tensor::MakeView(t.storage(), shape, strides, offset, t.dtype());
+  }
+};
+
+using BackendFn = std::function<V(Backend&, const Io&, DType)>;
+struct BackendCase {
+  std::string name;
+  BackendFn run;
+  std::vector<DType> dtypes = kF32F64;
+  bool exact = false;   // else relative 1e-5 (f32), 1e-12 (f64)
+  BackendFn reference;  // default: `run` on the CPU backend
+};
+
+const std::vector<DType> kStored = {DType::kF32, DType::kF64, DType::kBF16, DType::kI32,
+                                    DType::kI64};
+
+GemmArgs PaddedGemm(int trans, bool broadcast_b) {
+  GemmArgs g;
+  g.trans_a = trans & 1;
+  g.trans_b = trans & 2;
+  g.batch = 3, g.m = 5, g.n = 7, g.k = 9;
+  g.lda = (g.trans_a ? g.m : g.k) + 2;
+  g.ldb = (g.trans_b ? g.k : g.n) + 1;
+  g.ldc = g.n + 3;
+  g.stride_a = (g.trans_a ? g.k : g.m) * g.lda + 4;
+  g.stride_b = broadcast_b ? 0 : (g.trans_b ? g.n : g.k) * g.ldb;
+  g.stride_c = g.m * g.ldc + 1;
+  g.alpha = 0.7, g.beta = 0.3;
+  return g;
+}
+
+GemmArgs Bf16Gemm() {
+  GemmArgs g;
+  g.trans_b = true;
+  g.batch = 2, g.m = 16, g.n = 24, g.k = 32;
+  g.lda = g.k, g.ldb = g.k, g.ldc = g.n;
+  g.stride_a = g.m * g.k, g.stride_b = g.n * g.k, g.stride_c = g.m * g.n;
+  return g;
+}
+
+// Three Adafactor steps on a [2, 5, 7] parameter (factored as 2 x (5 x 7) or unfactored).
+V AdafactorSteps(Backend& be, const Io& io, DType dtype, bool factored, double beta1) {
+  Tensor p = io.Random({2, 5, 7}, dtype, 141), m = io.Zeros({2, 5, 7}, dtype);
+  Tensor row = io.Zeros({10}, dtype), col = io.Zeros({14}, dtype), sq = io.Zeros({2, 5, 7}, dtype);
+  for (int64_t step = 1; step <= 3; ++step) {
+    AdafactorArgs a;
+    a.param = p;
+    a.grad = io.Random({2, 5, 7}, dtype, 142 + static_cast<uint32_t>(step));
+    if (factored) {
+      a.row = row, a.col = col, a.batch = 2, a.n = 5, a.m = 7;
+    } else {
+      a.sq = sq, a.m = 70;
+    }
+    if (beta1 > 0) a.exp_avg = m;
+    a.decay = 0.99 * (1 - std::pow(0.99, step - 1.0)) / (1 - std::pow(0.99, step));
+    a.eps1 = 1e-30, a.clip_threshold = 1.0, a.beta1 = beta1, a.lr = 0.05, a.weight_decay = 0.1;
+    be.AdafactorUpdate(a);
+  }
+  return factored ? V{p, row, col, m} : V{p, sq, m};
+}
+
+std::vector<BackendCase> BackendRows() {
+  const double inf = std::numeric_limits<double>::infinity();
+  return {
+      {"host_copies_direct_and_staged",
+       [](Backend&, const Io& io, DType dtype) {
+         V out;
+         for (int64_t n : {int64_t{5}, int64_t{3} << 20}) {  // direct; 24 MiB through staging
+           std::vector<double> v(static_cast<size_t>(n));
+           for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(i) * 0.5 - 7;
+           out.push_back(io.Values(v, {n}, dtype));
+         }
+         return out;
+       },
+       {DType::kF64},
+       /*exact=*/true},
+      {"fill",
+       [](Backend& be, const Io& io, DType dtype) {
+         Tensor t = io.Empty({3, 7}, dtype);
+         be.Fill(t, -2.7);
+         return V{t};
+       },
+       kStored,
+       /*exact=*/true},
+      {"copy_to_every_dtype_through_strided_views",
+       [](Backend& be, const Io& io, DType from) {
+         V out;
+         for (DType to : kStored) {
+           // src: a [4, 6, 5] buffer sliced along dim 1 to 3 and permuted to [5, 4, 3].
+           Tensor src = io.View(io.Random({4, 6, 5}, from, 7, -50, 50), {5, 4, 3}, {1, 30, 5}, 5);
+           Tensor dst = io.Empty({5, 4, 3}, to);
+           be.Copy(src, dst);
+           // Into a strided destination: the transpose of a [3, 4, 5] buffer.
+           Tensor dst_base = io.Zeros({3, 4, 5}, to);
+           be.Copy(src, io.View(dst_base, {5, 4, 3}, {1, 5, 20}, 0));
+           out.push_back(dst);
+           out.push_back(dst_base);
+         }
+         return out;
+       },
+       kStored,
+       /*exact=*/true},
+      {"gemm_padded_every_transpose_and_batch_broadcast",
+       [](Backend& be, const Io& io, DType dtype) {
+         V out;
+         for (int trans = 0; trans < 4; ++trans) {
+           for (bool broadcast_b : {false, true}) {
+             GemmArgs g = PaddedGemm(trans, broadcast_b);
+             const int64_t b_len = (g.trans_b ? g.n : g.k) * g.ldb;
+             g.a = io.Random({g.batch * g.stride_a}, dtype, 51);
+             g.b = io.Random({g.batch * std::max<int64_t>(g.stride_b, b_len)}, dtype, 52);
+             g.c = io.Random({g.batch * g.stride_c}, dtype, 53);
+             be.Gemm(g);
+             out.push_back(g.c);
+           }
+         }
+         return out;
+       }},
+      // bf16 A/B/C with f32 accumulation, against the f32 GEMM of the same bf16 values on the CPU
+      // rounded once to bf16. Backends without a bf16 GEMM (the CPU's) decline the row.
+      {"gemm_bf16_mixed_precision",
+       [](Backend& be, const Io& io, DType) {
+         GemmArgs g = Bf16Gemm();
+         g.a = io.Random({g.batch * g.stride_a}, DType::kBF16, 61);
+         g.b = io.Random({g.batch * g.stride_b}, DType::kBF16, 62);
+         g.c = io.Empty({g.batch * g.stride_c}, DType::kBF16);
+         be.Gemm(g);
+         return V{g.c};
+       },
+       {DType::kBF16},
+       false,
+       [](Backend& cpu, const Io& io, DType) {
+         GemmArgs g = Bf16Gemm();
+         g.a = ops::Cast(io.Random({g.batch * g.stride_a}, DType::kBF16, 61), DType::kF32);
+         g.b = ops::Cast(io.Random({g.batch * g.stride_b}, DType::kBF16, 62), DType::kF32);
+         g.c = io.Zeros({g.batch * g.stride_c}, DType::kF32);
+         cpu.Gemm(g);
+         return V{ops::Cast(g.c, DType::kBF16)};
+       }},
+      {"softmax_with_rows_of_minus_infinity",
+       [inf](Backend& be, const Io& io, DType dtype) {
+         std::vector<double> v =
+             Io{Device::CPU()}.Random({4, 300}, DType::kF64, 81, -5, 5).ToDoubles();
+         for (int j = 0; j < 300; ++j) v[2 * 300 + j] = -inf;  // row 2 sees nothing
+         v[5] = -inf;                                          // one masked entry in row 0
+         Tensor x = io.Values(v, {4, 300}, dtype), y = io.Empty({4, 300}, dtype);
+         be.SoftmaxForward(x, y);
+         Tensor gx = io.Empty({4, 300}, dtype);
+         be.SoftmaxBackward(y, io.Random({4, 300}, dtype, 82), gx);
+         return V{y, gx};
+       }},
+      {"cross_entropy_i32_and_i64_targets_weighted",
+       [](Backend& be, const Io& io, DType dtype) {
+         V out;
+         const int64_t n = 6, v = 500, ignore = -100;
+         for (DType target_dtype : {DType::kI64, DType::kI32}) {
+           for (bool weighted : {false, true}) {
+             Tensor logits = io.Random({n, v}, dtype, 91, -8, 8);
+             Tensor targets = io.Values({3, 499, -100, 0, 250, 3}, {n}, target_dtype);
+             Tensor weights = weighted ? io.Random({n}, dtype, 92, 0, 2) : Tensor();
+             Tensor losses = io.Empty({n}, dtype), lse = io.Empty({n}, dtype);
+             be.CrossEntropyForward(logits, targets, weights, ignore, losses, lse);
+             Tensor grad = io.Empty({n, v}, dtype);
+             be.CrossEntropyBackward(logits, targets, weights, ignore, lse,
+                                     io.Random({n}, dtype, 93), grad);
+             out.insert(out.end(), {losses, lse, grad});
+           }
+         }
+         return out;
+       }},
+      {"rope_i32_i64_large_positions_and_inverse",
+       [](Backend& be, const Io& io, DType dtype) {
+         V out;
+         for (DType pos_dtype : {DType::kI64, DType::kI32}) {
+           for (bool inverse : {false, true}) {
+             Tensor pos = io.Values({0, 1, 2, 100000, -3, 7, 7, 65535}, {2, 4}, pos_dtype);
+             Tensor y = io.Empty({2, 3, 4, 8}, dtype);
+             be.Rope(io.Random({2, 3, 4, 8}, dtype, 101), pos, 10000.0, inverse, y);
+             out.push_back(y);
+           }
+         }
+         return out;
+       }},
+      {"embedding_gather_every_dtype_and_i32_ids",
+       [](Backend& be, const Io& io, DType dtype) {
+         V out;
+         for (DType id_dtype : {DType::kI32, DType::kI64}) {
+           Tensor ids = io.Values({3, 0, 9, 3, 3, 7, 0}, {7}, id_dtype);
+           Tensor y = io.Empty({7, 6}, dtype);
+           be.EmbeddingForward(io.Random({10, 6}, dtype, 111), ids, y);
+           out.push_back(y);
+           if (dtype == DType::kBF16) continue;
+           Tensor grad_table = io.Zeros({10, 6}, dtype);  // same summation order: bitwise
+           be.EmbeddingBackward(ids, io.Random({7, 6}, dtype, 112), grad_table);
+           out.push_back(grad_table);
+         }
+         return out;
+       },
+       kAllFloat,
+       /*exact=*/true},
+      {"adamw_three_steps",
+       [](Backend& be, const Io& io, DType dtype) {
+         Tensor p = io.Random({33}, dtype, 121), m = io.Zeros({33}, dtype),
+                v = io.Zeros({33}, dtype);
+         for (int64_t step = 1; step <= 3; ++step)
+           be.AdamWUpdate(p, io.Random({33}, dtype, 122 + static_cast<uint32_t>(step)), m, v, 1e-2,
+                          0.9, 0.95, 1e-8, 0.1, step);
+         return V{p, m, v};
+       }},
+      {"adafactor_factored_with_momentum",
+       [](Backend& be, const Io& io, DType dtype) {
+         return AdafactorSteps(be, io, dtype, true, 0.9);
+       }},
+      {"adafactor_factored_no_momentum",
+       [](Backend& be, const Io& io, DType dtype) {
+         return AdafactorSteps(be, io, dtype, true, 0.0);
+       }},
+      {"adafactor_unfactored",
+       [](Backend& be, const Io& io, DType dtype) {
+         return AdafactorSteps(be, io, dtype, false, 0.9);
+       }},
+      // Sums of squares come back as doubles: each in a one-element f64 tensor on the device.
+      // SumSquaresEach must equal SumSquares one by one.
+      {"sum_squares_each",
+       [](Backend& be, const Io& io, DType dtype) {
+         V xs, out;
+         for (int64_t n : {1, 33, 100000, 7})
+           xs.push_back(io.Random({n}, dtype, 151 + static_cast<uint32_t>(n)));
+         const std::vector<double> each = be.SumSquaresEach(xs);
+         EXPECT_EQ(each.size(), xs.size());
+         for (size_t i = 0; i < xs.size(); ++i) {
+           EXPECT_EQ(each[i], be.SumSquares(xs[i])) << i;
+           out.push_back(io.Values({each[i]}, {1}, DType::kF64));
+         }
+         return out;
+       }},
+  };
+}
+
+class BackendHarness : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(BackendHarness, DeviceMatchesTheCpuBackend) {
+  ASSERT_TRUE(kEmulationSet);
+  const BackendCase row = BackendRows()[GetParam()];
+  const std::vector<DeviceCase> devices = Devices();
+  if (devices.empty()) GTEST_SKIP() << "no CUDA device";
+  Backend& cpu = GetBackend(Device::CPU());
+  for (const DeviceCase& dev : devices) {
+    for (DType dtype : row.dtypes) {
+      if (dtype == DType::kF64 && !dev.f64) continue;
+      SCOPED_TRACE(row.name + " " + DTypeName(dtype) + " on " + dev.name);
+      const Io io{dev.device}, host_io{Device::CPU()};
+      V got;
+      try {
+        got = row.run(GetBackend(dev.device), io, dtype);
+      } catch (const Error& e) {
+        if (!row.reference) throw;
+        std::printf("[ NOTE ] %s declined on %s: %s\n", row.name.c_str(), dev.name.c_str(),
+                    e.what());
+        continue;
+      }
+      const V want =
+          row.reference ? row.reference(cpu, host_io, dtype) : row.run(cpu, host_io, dtype);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < got.size(); ++i) {
+        const std::string what = "output " + std::to_string(i);
+        ASSERT_EQ(got[i].device(), dev.device) << what;
+        const std::vector<double> g = HostValues(got[i]), w = want[i].ToDoubles();
+        ASSERT_EQ(g.size(), w.size()) << what;
+        const double rtol = row.exact               ? 0
+                            : dtype == DType::kF64  ? 1e-12
+                            : dtype == DType::kBF16 ? 1.0 / 128
+                                                    : 1e-5;
+        for (size_t j = 0; j < w.size(); ++j) {
+          if (std::isnan(w[j])) {
+            ASSERT_TRUE(std::isnan(g[j])) << what << " element " << j;
+          } else if (std::isinf(w[j])) {
+            ASSERT_EQ(g[j], w[j]) << what << " element " << j;
+          } else {
+            ASSERT_LE(std::abs(g[j] - w[j]), rtol * (1e-1 + std::abs(w[j])))
+                << what << " element " << j << ": got " << g[j] << ", want " << w[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, BackendHarness, ::testing::Range<size_t>(0, BackendRows().size()),
+                         [](const ::testing::TestParamInfo<size_t>& info) {
+                           return BackendRows()[info.param].name;
+                         });
+
+// Kernels refuse dtypes they do not compute in, on every device, with an error (not a fault).
+TEST(BackendHarnessErrors, UnsupportedDtypesAreErrors) {
+  for (const DeviceCase& dev : Devices()) {
+    SCOPED_TRACE(dev.name);
+    const Io io{dev.device};
+    Tensor x = io.Random({4}, DType::kBF16, 131), y = io.Empty({4}, DType::kBF16);
+    Backend& be = GetBackend(dev.device);
+    EXPECT_THROW(be.Unary(UnaryOp::kExp, x, y), Error);
+    EXPECT_THROW(be.Affine(x, 1.0, 0.0, y), Error);
+  }
+}
+
+#ifdef FAM_HAVE_CUDA_BACKEND
+// The caching allocator of a real GPU serves a freed block again and gives it back on EmptyCache.
+TEST(BackendHarnessRealGpu, CachingAllocatorReusesDeviceMemory) {
+  if (!DeviceAvailable(Device::CUDA()) || TraitsOf(Device::CUDA()).emulated)
+    GTEST_SKIP() << "needs a real GPU (runs in the real-GPU child)";
+  auto& backend = dynamic_cast<cuda::CudaBackend&>(GetBackend(Device::CUDA()));
+  backend.Synchronize();
+  const cuda::AllocatorStats before = backend.allocator().stats();
+  {
+    Tensor t = Tensor::Empty({1000, 1000}, DType::kF32, Device::CUDA());  // 4 MB: 4 MiB class
+    EXPECT_EQ(backend.allocator().stats().allocated, before.allocated + (size_t{4} << 20));
+  }
+  const int64_t raw_allocs = backend.allocator().stats().raw_allocs;
+  Tensor again = Tensor::Empty({1000, 1000}, DType::kF32, Device::CUDA());
+  EXPECT_EQ(backend.allocator().stats().raw_allocs, raw_allocs) << "served from the cache";
+  again = Tensor();
+  backend.allocator().EmptyCache();
+  EXPECT_LE(backend.allocator().stats().reserved, before.reserved + (size_t{4} << 20));
+  EXPECT_EQ(backend.allocator().stats().reserved, backend.allocator().stats().allocated);
+}
+#endif
+
 // The real GPU: the emulation is process-wide, so the rows run again in a child process without
 // it, on cuda:0 when DeviceAvailable reports one.
 TEST(OpHarnessRealGpu, RowsOnTheRealGpu) {
@@ -388,7 +752,7 @@ TEST(OpHarnessRealGpu, RowsOnTheRealGpu) {
   self.resize(static_cast<size_t>(n));
   const testing::CommandResult r =
       testing::RunCommand(std::string("env -u FAM_CUDA_EMULATION ") + kRealGpuEnv + "=1 '" + self +
-                          "' --gtest_brief=1 --gtest_filter='Ops/OpHarness.*'");
+                          "' --gtest_brief=1 --gtest_filter='Ops/*:BackendHarness*'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   if (r.output.find("no CUDA device") != std::string::npos)
     GTEST_SKIP() << "no real GPU: rows ran on the CPU and the emulated device only";
