@@ -56,7 +56,7 @@ absl::Status WriteTokens(int fd, const std::vector<int32_t>& tokens, uint64_t* c
   constexpr size_t kChunk = 1 << 16;
   std::vector<T> buffer;
   buffer.reserve(kChunk);
-  uint64_t hash = 0xcbf29ce484222325ull;
+  uint64_t hash = kFnv1a64Basis;
   for (size_t begin = 0; begin < tokens.size(); begin += kChunk) {
     const size_t end = std::min(tokens.size(), begin + kChunk);
     buffer.clear();
@@ -71,15 +71,6 @@ absl::Status WriteTokens(int fd, const std::vector<int32_t>& tokens, uint64_t* c
 }
 
 }  // namespace
-
-uint64_t Fnv1a64(const void* data, size_t size, uint64_t hash) {
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < size; ++i) {
-    hash ^= p[i];
-    hash *= 0x100000001b3ull;
-  }
-  return hash;
-}
 
 absl::Status WriteTokenShard(const std::string& path, const std::vector<int32_t>& tokens,
                              int64_t vocab_size) {

@@ -21,15 +21,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "framework/core/hash.h"  // Fnv1a64: the shard checksum
 
 namespace fam::data {
 
 inline constexpr char kTokenShardMagic[8] = {'F', 'A', 'M', 'T', 'O', 'K', '0', '1'};
 inline constexpr uint32_t kTokenShardVersion = 1;
 inline constexpr int64_t kTokenShardHeaderBytes = 64;
-
-// 64-bit FNV-1a of a byte range (the shard checksum).
-uint64_t Fnv1a64(const void* data, size_t size, uint64_t hash = 0xcbf29ce484222325ull);
 
 // Writes a shard atomically (temporary file in the same directory, fsync, rename). Every token
 // must be in [0, vocab_size); InvalidArgument names the first bad one. IO errors name the path.

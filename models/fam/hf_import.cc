@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "framework/autograd/node.h"
+#include "framework/core/hash.h"
 #include "framework/core/rng.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/safetensors.h"
@@ -72,15 +73,6 @@ std::string FormatDouble(double value) {
   char buffer[64];
   auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
   return ec == std::errc() ? std::string(buffer, ptr) : absl::StrCat(value);
-}
-
-uint64_t NameHash(const std::string& name) {  // as FamModel::InitializeWeights keys its streams
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : name) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 // Reads typed keys of a config.json object; the first error is kept and names the key.
@@ -449,7 +441,7 @@ absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
   } else if (f > 0) {
     Tensor prompt = Tensor::Empty({f, c.d_model}, DType::kF32);
     if (options.fam_init == FamInit::kNormal) {
-      Generator gen(options.seed, NameHash(kFamEmbeddings));
+      Generator gen(options.seed, ParameterNameHash(kFamEmbeddings));
       gen.FillNormal(prompt, 0.0, c.init_std);
       result.notes.push_back(
           absl::StrCat("model.fam.embeddings: N(0, ", c.init_std, "^2), seed ", options.seed));

@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "framework/autograd/node.h"
 #include "framework/core/dtype.h"
+#include "framework/core/hash.h"
 #include "framework/io/safetensors.h"
 #include "framework/nn/named_tensors.h"
 #include "framework/ops/ops.h"
@@ -27,15 +28,6 @@ const std::vector<std::string>& AttentionLeaves() {
 const std::vector<std::string>& MlpLeaves() {
   static const std::vector<std::string> leaves = {"gate_proj", "up_proj", "down_proj"};
   return leaves;
-}
-
-uint64_t NameHash(const std::string& name) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (unsigned char c : name) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 uint64_t Rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
@@ -176,7 +168,7 @@ absl::StatusOr<std::vector<std::string>> AttachLora(FamModel& model, const LoraC
     for (size_t i = 0; i < candidates.size(); ++i) {
       if (!chosen[i]) continue;
       candidates[i].second->AttachLora(config.options(), config.seed,
-                                       NameHash(candidates[i].first));
+                                       ParameterNameHash(candidates[i].first));
       names.push_back(candidates[i].first);
     }
   });
@@ -244,15 +236,12 @@ BaseFingerprint FingerprintBase(const FamModel& model, const std::set<std::strin
     if (!IsLoraParameterName(name) && !exclude.count(name)) base.emplace_back(name, t);
   std::sort(base.begin(), base.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
-  uint64_t layout = 1469598103934665603ull, content = 0x6a09e667f3bcc908ull;
+  uint64_t layout = kParameterNameBasis, content = 0x6a09e667f3bcc908ull;
   BaseFingerprint fp;
   for (auto& [name, t] : base) {
     const std::string line = absl::StrCat(name, ":", ShapeString(t.shape()), "\n");
-    for (unsigned char c : line) {
-      layout ^= c;
-      layout *= 1099511628211ull;
-    }
-    content = HashWord(content, NameHash(line));
+    layout = Fnv1a64(line, layout);
+    content = HashWord(content, ParameterNameHash(line));
     NoGradGuard no_grad;
     std::vector<float> values =
         (t.device().is_cpu() ? t : ops::To(t.detach(), Device::CPU())).ToFloats();

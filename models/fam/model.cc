@@ -6,21 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "framework/autograd/node.h"
+#include "framework/core/hash.h"
 #include "framework/core/host_memory.h"
 #include "framework/core/rng.h"
 #include "framework/ops/ops.h"
 
 namespace fam {
 namespace {
-
-uint64_t NameHash(const std::string& name) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (unsigned char c : name) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
@@ -112,7 +104,7 @@ void FamModel::InitializeWeights(uint64_t seed) {
     }
     double std = config_.init_std;
     if (EndsWith(name, "o_proj.weight") || EndsWith(name, "down_proj.weight")) std *= out_scale;
-    Generator gen(seed, NameHash(name));
+    Generator gen(seed, ParameterNameHash(name));
     gen.FillNormal(t, 0.0, std);
   }
 }

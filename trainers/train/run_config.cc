@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "framework/core/hash.h"
 #include "framework/io/yaml_reader.h"
 
 namespace fam {
@@ -428,14 +429,7 @@ absl::StatusOr<RunConfig> BuildRunConfig(ConfigNode tree, const std::string& sou
   return config;
 }
 
-std::string Fnv1a64Hex(const std::string& text) {
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (unsigned char ch : text) {
-    hash ^= ch;
-    hash *= 0x100000001b3ull;
-  }
-  return absl::StrFormat("%016x", hash);
-}
+std::string Fnv1a64Hex(const std::string& text) { return absl::StrFormat("%016x", Fnv1a64(text)); }
 
 }  // namespace
 
