@@ -129,6 +129,7 @@ std::vector<OpCase> Rows() {
       {"sum_transposed", [](const V& x) { return Sum(Transpose(x[0], 0, 1), {1}); }, {F({5, 3})}},
       {"mean_axis", [](const V& x) { return Mean(x[0], {-1}); }, {F({3, 5})}},
       {"sum_all", [](const V& x) { return SumAll(x[0]); }, {F({3, 5})}},
+      {"sum_to_shape", [](const V& x) { return SumToShape(x[0], {3, 1}); }, {F({2, 3, 5})}},
       {"mean_all", [](const V& x) { return MeanAll(x[0]); }, {F({3, 5})}},
       // ---- matrix products ----
       {"matmul", [](const V& x) { return Matmul(x[0], x[1]); }, {F({3, 4}), F({4, 5})}, kAllFloat},
