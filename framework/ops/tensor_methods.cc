@@ -77,26 +77,32 @@ Tensor Tensor::contiguous() const { return ops::Contiguous(*this); }
 Tensor Tensor::to(DType dtype) const { return ops::Cast(*this, dtype); }
 Tensor Tensor::clone() const { return ops::Clone(*this); }
 
-void Generator::FillNormal(const Tensor& t, double mean, double std) {
+namespace {
+
+// Writes draw(counter) for the next numel() counters of a generator into t (any device, through
+// an f64 host buffer) and advances *offset past them.
+template <typename Draw>
+void FillFromCounters(const Tensor& t, uint64_t* offset, Draw draw) {
   const int64_t n = t.numel();
   Tensor host = Tensor::Empty(t.shape(), DType::kF64);
   double* p = host.data<double>();
-  const uint64_t base = offset_;
+  const uint64_t base = *offset;
 #pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) p[i] = mean + std * NormalAt(seed_, stream_, base + i);
-  offset_ += n;
+  for (int64_t i = 0; i < n; ++i) p[i] = draw(base + i);
+  *offset += n;
   ops::CopyInPlace(t, ops::To(host, t.device()));
 }
 
+}  // namespace
+
+void Generator::FillNormal(const Tensor& t, double mean, double std) {
+  FillFromCounters(t, &offset_,
+                   [&](uint64_t i) { return mean + std * NormalAt(seed_, stream_, i); });
+}
+
 void Generator::FillUniform(const Tensor& t, double lo, double hi) {
-  const int64_t n = t.numel();
-  Tensor host = Tensor::Empty(t.shape(), DType::kF64);
-  double* p = host.data<double>();
-  const uint64_t base = offset_;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) p[i] = lo + (hi - lo) * UniformAt(seed_, stream_, base + i);
-  offset_ += n;
-  ops::CopyInPlace(t, ops::To(host, t.device()));
+  FillFromCounters(t, &offset_,
+                   [&](uint64_t i) { return lo + (hi - lo) * UniformAt(seed_, stream_, i); });
 }
 
 }  // namespace fam
