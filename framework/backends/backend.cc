@@ -9,6 +9,18 @@ std::vector<double> Backend::SumSquaresEach(const std::vector<Tensor>& xs) {
   return out;
 }
 
+void CheckAdamWArgs(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                    const Tensor& exp_avg_sq, int64_t step) {
+  for (const Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) {
+    FAM_CHECK(t->shape() == param.shape() && t->dtype() == param.dtype(),
+              "adamw update: ", t->Describe(), " does not match parameter ", param.Describe());
+  }
+  for (const Tensor* t : {&param, &grad, &exp_avg, &exp_avg_sq}) {
+    FAM_CHECK(t->is_contiguous(), "adamw update: ", t->Describe(), " is not contiguous");
+  }
+  FAM_CHECK(step >= 1, "adamw update: step counts from 1, got ", step);
+}
+
 void CheckAdafactorArgs(const AdafactorArgs& a) {
   const Tensor& p = a.param;
   FAM_CHECK(p.dtype() == DType::kF32 || p.dtype() == DType::kF64, "adafactor update: parameter ",

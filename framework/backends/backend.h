@@ -143,6 +143,9 @@ class Backend {
   virtual void AdafactorUpdate(const AdafactorArgs& args) = 0;
 };
 
+// The checks every backend's AdamWUpdate runs first (shapes, dtypes, contiguity, step >= 1).
+void CheckAdamWArgs(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
+                    const Tensor& exp_avg_sq, int64_t step);
 // The checks every backend's AdafactorUpdate runs first (shapes, dtypes, contiguity).
 void CheckAdafactorArgs(const AdafactorArgs& args);
 

@@ -80,7 +80,10 @@ DeviceTraits TraitsOf(Device device) {
     return {.host_memory = true, .emulated = false, .devices = 1};
   if (CudaEmulationEnabled())
     return {.host_memory = true, .emulated = true, .devices = kEmulatedCudaDevices};
-  return {.host_memory = false, .emulated = false, .devices = CudaDeviceCount()};
+  // Probed once: ops ask for every index range check (HostAddressable), and the count is fixed
+  // for the process.
+  static const int cuda_devices = CudaDeviceCount();
+  return {.host_memory = false, .emulated = false, .devices = cuda_devices};
 }
 
 Backend& GetBackend(Device device) {

@@ -103,14 +103,7 @@ void CpuBackend::AdafactorUpdate(const AdafactorArgs& a) {
 void CpuBackend::AdamWUpdate(const Tensor& param, const Tensor& grad, const Tensor& exp_avg,
                              const Tensor& exp_avg_sq, double lr, double beta1, double beta2,
                              double eps, double weight_decay, int64_t step) {
-  for (const Tensor* t : {&grad, &exp_avg, &exp_avg_sq}) {
-    FAM_CHECK(t->shape() == param.shape() && t->dtype() == param.dtype(),
-              "adamw update: ", t->Describe(), " does not match parameter ", param.Describe());
-  }
-  for (const Tensor* t : {&param, &grad, &exp_avg, &exp_avg_sq}) {
-    FAM_CHECK(t->is_contiguous(), "adamw update: ", t->Describe(), " is not contiguous");
-  }
-  FAM_CHECK(step >= 1, "adamw update: step counts from 1, got ", step);
+  CheckAdamWArgs(param, grad, exp_avg, exp_avg_sq, step);
   const double bias1 = 1.0 - std::pow(beta1, static_cast<double>(step));
   const double bias2 = 1.0 - std::pow(beta2, static_cast<double>(step));
   DispatchFloat(param.dtype(), "adamw update", [&](auto tag) {
