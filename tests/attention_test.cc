@@ -39,9 +39,10 @@ int64_t At(int64_t b, int64_t h, int64_t t, int64_t d, int64_t heads, int64_t le
   return ((b * heads + h) * len + t) * dim + d;
 }
 
-// Forward, and the gradients for an upstream gradient `dout` when given.
+// Forward, and the gradients for an upstream gradient `dout` when given; softcap > 0 caps every
+// score s to softcap·tanh(s / softcap).
 Reference Naive(const Tensor& q, const V& k, const V& v, const Masks& masks, double scale,
-                const std::vector<double>* dout = nullptr) {
+                const std::vector<double>* dout = nullptr, double softcap = 0) {
   const int64_t batch = q.size(0), hq = q.size(1), tq = q.size(2), dim = q.size(3);
   const int64_t hkv = k.empty() ? 1 : k[0].size(1);
   const std::vector<double> qv = q.ToDoubles();
@@ -71,13 +72,18 @@ Reference Naive(const Tensor& q, const V& k, const V& v, const Masks& masks, dou
         }
         if (keys.empty()) continue;
         const int64_t qi = At(b, h, r, 0, hq, tq, dim);
-        std::vector<double> p(keys.size());
+        std::vector<double> p(keys.size()), cap_grad(keys.size(), 1.0);
         double mx = kNegInf;
         for (size_t i = 0; i < keys.size(); ++i) {
           double dot = 0;
           for (int64_t d = 0; d < dim; ++d)
             dot += qv[qi + d] * kv[keys[i].first][keys[i].second + d];
           p[i] = scale * dot;
+          if (softcap > 0) {
+            const double t = std::tanh(p[i] / softcap);
+            p[i] = softcap * t;
+            cap_grad[i] = 1 - t * t;
+          }
           mx = std::max(mx, p[i]);
         }
         double sum = 0;
@@ -97,7 +103,7 @@ Reference Naive(const Tensor& q, const V& k, const V& v, const Masks& masks, dou
           delta += p[i] * dp[i];
         }
         for (size_t i = 0; i < keys.size(); ++i) {
-          const double ds = p[i] * (dp[i] - delta);
+          const double ds = p[i] * (dp[i] - delta) * cap_grad[i];
           const auto [j, ki] = keys[i];
           for (int64_t d = 0; d < dim; ++d) {
             ref.dq[qi + d] += scale * ds * kv[j][ki + d];
@@ -130,6 +136,7 @@ struct Case {
   V k, v;
   Masks masks;
   double scale = 0.5;
+  double softcap = 0;
 };
 
 // q [B, Hq, Tq, D]; segment j of length lens[j] with masks[j]; values N(0, 1).
@@ -171,8 +178,8 @@ std::vector<double> RandomValues(const Shape& shape, uint64_t seed) {
 // Forward values (and lse through the backend) against the reference.
 void ExpectForward(const Case& c, double tol) {
   SCOPED_TRACE(c.name);
-  Reference ref = Naive(c.q, c.k, c.v, c.masks, c.scale);
-  Tensor out = ops::Attention(c.q, c.k, c.v, c.masks, c.scale);
+  Reference ref = Naive(c.q, c.k, c.v, c.masks, c.scale, nullptr, c.softcap);
+  Tensor out = ops::Attention(c.q, c.k, c.v, c.masks, c.scale, c.softcap);
   ASSERT_EQ(out.shape(), c.q.shape());
   EXPECT_EQ(out.dtype(), c.q.dtype());
   EXPECT_LE(MaxDiff(out.ToDoubles(), ref.out), tol);
@@ -183,6 +190,7 @@ void ExpectForward(const Case& c, double tol) {
   args.v = c.v;
   args.masks = c.masks;
   args.scale = c.scale;
+  args.softcap = c.softcap;
   args.out = Tensor::Empty(c.q.shape(), c.q.dtype());
   args.lse = Tensor::Empty({c.q.size(0), c.q.size(1), c.q.size(2)}, c.q.dtype());
   GetBackend(Device::CPU()).AttentionForward(args);
@@ -199,8 +207,8 @@ Tensor ExpectBackward(const Case& c, double tol) {
     v.push_back(c.v[j].detach().set_requires_grad(true));
   }
   std::vector<double> dout = RandomValues(c.q.shape(), 99);
-  Reference ref = Naive(c.q, c.k, c.v, c.masks, c.scale, &dout);
-  Tensor out = ops::Attention(q, k, v, c.masks, c.scale);
+  Reference ref = Naive(c.q, c.k, c.v, c.masks, c.scale, &dout, c.softcap);
+  Tensor out = ops::Attention(q, k, v, c.masks, c.scale, c.softcap);
   out.backward(Tensor::FromVector(dout, c.q.shape(), c.q.dtype()));
   EXPECT_EQ(q.grad().dtype(), GradDType(c.q.dtype()));  // a bf16 leaf accumulates in f32
   EXPECT_LT(MaxDiff(q.grad().ToDoubles(), ref.dq), tol);
@@ -239,6 +247,22 @@ V GradInputs(const Case& c) {
 TEST(Attention, ForwardMatchesNaiveOnEveryLayout) {
   for (const Case& c : Layouts()) ExpectForward(c, 1e-12);
   for (const Case& c : Layouts(DType::kF32)) ExpectForward(c, 1e-5);
+}
+
+TEST(Attention, SoftCappedScoresMatchNaive) {
+  // Gemma 2's cap·tanh(s / cap) on the scores: with cap 0.7 and scores ~N(0, 1) most scores sit in
+  // tanh's curved part, so a forgotten cap or a missing (1 − tanh²) in backward shows.
+  for (DType dtype : {DType::kF64, DType::kF32}) {
+    for (Case c : Layouts(dtype)) {
+      c.softcap = 0.7;
+      ExpectForward(c, dtype == DType::kF64 ? 1e-12 : 1e-5);
+      ExpectBackward(c, dtype == DType::kF64 ? 1e-11 : 1e-4);
+    }
+    Case big = MakeCase("large_capped", 1, 4, 2, 40, 32, {3, 300}, {kAll, kCausal}, dtype, 23);
+    big.softcap = 0.5;
+    ExpectForward(big, dtype == DType::kF64 ? 1e-12 : 2e-5);
+    ExpectBackward(big, dtype == DType::kF64 ? 1e-11 : 1e-4);
+  }
 }
 
 TEST(Attention, RowsThatSeeNothingGiveZeroAndMinusInfLse) {

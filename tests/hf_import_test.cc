@@ -189,9 +189,7 @@ bool Contains(const std::vector<std::string>& notes, const std::string& part) {
 
 class HfImportTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    dir_ = testing::FreshTestDir("fam_hf_test_");
-  }
+  void SetUp() override { dir_ = testing::FreshTestDir("fam_hf_test_"); }
   void TearDown() override { fs::remove_all(dir_); }
   std::string P(const std::string& name) const { return (dir_ / name).string(); }
   fs::path dir_;
@@ -305,13 +303,15 @@ TEST_F(HfImportTest, UnsupportedSettingsAndTensorsAreNamed) {
     std::string expect;
   };
   for (const Case& c : std::vector<Case>{
-           {"rope_scaling", Json{{"rope_type", "llama3"}, {"factor", 8.0}}, "rope_scaling"},
-           {"attention_bias", true, "attention_bias"},
-           {"mlp_bias", true, "mlp_bias"},
-           {"sliding_window", 4096, "sliding_window"},
+           {"rope_scaling", Json{{"rope_type", "yarn"}, {"factor", 4.0}}, "rope_scaling.rope_type"},
+           {"rope_scaling", Json{{"rope_type", "llama3"}, {"factor", 8.0}},
+            "rope_scaling.original_max_position_embeddings: missing"},
+           {"rope_parameters", Json{{"rope_type", "dynamic"}}, "rope_parameters.rope_type"},
+           {"attention_bias", "yes", "attention_bias"},
+           {"partial_rotary_factor", 0.5, "partial_rotary_factor"},
            {"hidden_act", "gelu_pytorch_tanh", "hidden_act"},
-           {"model_type", "gemma", "sqrt(hidden_size)"},
-           {"model_type", "qwen2", "qwen2"},
+           {"model_type", "gemma3", "q/k norms"},
+           {"model_type", "qwen2", "Qwen2ForCausalLM"},
            {"num_attention_heads", "four", "num_attention_heads"},
            {"num_key_value_heads", 3, "n_kv_heads"}}) {
     Json config = LlamaConfig();

@@ -72,11 +72,12 @@ struct OpCase {
 };
 
 // Attention over {q, k0.., v0..} with one mask per segment.
-std::function<Tensor(const V&)> AttentionOf(std::vector<KeyMask> masks, double scale) {
-  return [masks, scale](const V& in) {
+std::function<Tensor(const V&)> AttentionOf(std::vector<KeyMask> masks, double scale,
+                                            double softcap = 0) {
+  return [masks, scale, softcap](const V& in) {
     const size_t n = masks.size();
     V k(in.begin() + 1, in.begin() + 1 + n), v(in.begin() + 1 + n, in.end());
-    return ops::Attention(in[0], k, v, masks, scale);
+    return ops::Attention(in[0], k, v, masks, scale, softcap);
   };
 }
 
@@ -129,7 +130,11 @@ std::vector<OpCase> Rows() {
       {"sum_transposed", [](const V& x) { return Sum(Transpose(x[0], 0, 1), {1}); }, {F({5, 3})}},
       {"mean_axis", [](const V& x) { return Mean(x[0], {-1}); }, {F({3, 5})}},
       {"sum_all", [](const V& x) { return SumAll(x[0]); }, {F({3, 5})}},
-      {"sum_to_shape", [](const V& x) { return SumToShape(x[0], {3, 1}); }, {F({2, 3, 5})}},
+      {"sum_to_shape",
+       [](const V& x) {
+         return SumToShape(x[0], {3, 1});
+       },
+       {F({2, 3, 5})}},
       {"mean_all", [](const V& x) { return MeanAll(x[0]); }, {F({3, 5})}},
       // ---- matrix products ----
       {"matmul", [](const V& x) { return Matmul(x[0], x[1]); }, {F({3, 4}), F({4, 5})}, kAllFloat},
@@ -177,6 +182,16 @@ std::vector<OpCase> Rows() {
       {"rope_positions_bt",
        [](const V& x) { return Rope(x[0], x[1], 100.0); },
        {F({2, 2, 3, 4}), Idx({2, 3}, 16)}},
+      {"rope_llama3_scaling",  // pairs kept, blended and divided by the factor
+       [](const V& x) {
+         return Rope(x[0], x[1], RopeSpec{10000.0, RopeScaling::kLlama3, 8.0, 1.0, 4.0, 64.0});
+       },
+       {F({1, 2, 3, 8}), Idx({3}, 100)}},
+      {"rope_linear_scaling",
+       [](const V& x) {
+         return Rope(x[0], x[1], RopeSpec{500.0, RopeScaling::kLinear, 4.0});
+       },
+       {F({2, 1, 3, 6}), Idx({2, 3}, 50)}},
       {"embedding", [](const V& x) { return Embedding(x[0], x[1]); }, {F({7, 3}), Idx({2, 4}, 7)}},
       {"attention_full_causal",
        AttentionOf({causal}, 0.5),
@@ -193,6 +208,9 @@ std::vector<OpCase> Rows() {
       {"attention_gqa",
        AttentionOf({all, causal}, 0.5),
        {F({1, 4, 3, 4}), F({1, 2, 2, 4}), F({1, 2, 3, 4}), F({1, 2, 2, 4}), F({1, 2, 3, 4})}},
+      {"attention_softcap",  // scores of magnitude ~cap: tanh far from linear
+       AttentionOf({all, causal}, 2.0, 1.5),
+       {F({1, 2, 4, 4}), F({1, 1, 2, 4}), F({1, 1, 6, 4}), F({1, 1, 2, 4}), F({1, 1, 6, 4})}},
       {"attention_strided_kv",
        [](const V& x) {
          return Attention(x[0], {Slice(x[1], 2, 1, 4)}, {Slice(x[2], 2, 1, 4)}, {KeyMask::kAll},
@@ -593,7 +611,7 @@ std::vector<BackendCase> BackendRows() {
            for (bool inverse : {false, true}) {
              Tensor pos = io.Values({0, 1, 2, 100000, -3, 7, 7, 65535}, {2, 4}, pos_dtype);
              Tensor y = io.Empty({2, 3, 4, 8}, dtype);
-             be.Rope(io.Random({2, 3, 4, 8}, dtype, 101), pos, 10000.0, inverse, y);
+             be.Rope(io.Random({2, 3, 4, 8}, dtype, 101), pos, RopeSpec{10000.0}, inverse, y);
              out.push_back(y);
            }
          }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "framework/backends/op_kinds.h"  // UnaryOp, BinaryOp and their formulas
+#include "framework/backends/rope_spec.h"
 #include "framework/core/tensor.h"
 
 namespace fam {
@@ -42,6 +43,7 @@ struct AttentionArgs {
   std::vector<KeyMask> masks;
   double scale = 1.0;
   Tensor out, lse;
+  double softcap = 0;  // > 0: scores s become softcap·tanh(s / softcap) before the softmax
 };
 struct AttentionGradArgs {
   Tensor q;
@@ -51,6 +53,7 @@ struct AttentionGradArgs {
   Tensor out, lse, grad_out;           // grad_out contiguous like out
   Tensor grad_q;                       // [B, Hq, Tq, D] contiguous, overwritten
   std::vector<Tensor> grad_k, grad_v;  // [B, Hkv, S_j, D] contiguous, overwritten
+  double softcap = 0;
 };
 
 // One Adafactor step of one parameter (the algorithm: framework/optim/adafactor.h). param, grad
@@ -120,9 +123,9 @@ class Backend {
   virtual void CrossEntropyBackward(const Tensor& logits, const Tensor& targets,
                                     const Tensor& weights, int64_t ignore_index, const Tensor& lse,
                                     const Tensor& grad_losses, const Tensor& grad_logits) = 0;
-  // Rotate-half RoPE on x [B, H, T, D] with positions [B, T] (i64); inverse rotates by -angle
-  // (the backward). x contiguous.
-  virtual void Rope(const Tensor& x, const Tensor& positions, double base, bool inverse,
+  // Rotate-half RoPE on x [B, H, T, D] with positions [B, T] (i64) and the frequencies of `rope`
+  // (formula::RopeInverseFrequency); inverse rotates by -angle (the backward). x contiguous.
+  virtual void Rope(const Tensor& x, const Tensor& positions, const RopeSpec& rope, bool inverse,
                     const Tensor& out) = 0;
   // out [N, D] = table[ids[n]]; ids [N] i32/i64 checked against the vocab by the op.
   virtual void EmbeddingForward(const Tensor& table, const Tensor& ids, const Tensor& out) = 0;

@@ -95,12 +95,14 @@ Tensor Module::RegisterParameter(const std::string& name, Tensor value) {
   return value;
 }
 
-Linear::Linear(int64_t in_features, int64_t out_features, DType dtype) {
+Linear::Linear(int64_t in_features, int64_t out_features, DType dtype, bool bias) {
   weight_ = RegisterParameter("weight", Tensor::Zeros({out_features, in_features}, dtype));
+  if (bias) bias_ = RegisterParameter("bias", Tensor::Zeros({out_features}, dtype));
 }
 
 Tensor Linear::Forward(const Tensor& x) const {
   Tensor y = ops::Linear(x, weight_);
+  if (bias_.defined()) y = ops::Add(y, bias_);
   if (!has_lora()) return y;
   Tensor mask;
   if (lora_training_ && lora_.dropout > 0) {
@@ -146,11 +148,15 @@ void Linear::SetLoraDropout(bool training, uint64_t seed, uint64_t key) {
   dropout_offset_ = 0;
 }
 
-RmsNorm::RmsNorm(int64_t dim, double eps, DType dtype) : eps_(eps) {
-  weight_ = RegisterParameter("weight", Tensor::Ones({dim}, dtype));
+RmsNorm::RmsNorm(int64_t dim, double eps, DType dtype, double weight_offset)
+    : eps_(eps), weight_offset_(weight_offset) {
+  weight_ = RegisterParameter("weight", Tensor::Full({dim}, 1.0 - weight_offset, dtype));
 }
 
-Tensor RmsNorm::Forward(const Tensor& x) const { return ops::RmsNorm(x, weight_, eps_); }
+Tensor RmsNorm::Forward(const Tensor& x) const {
+  if (weight_offset_ == 0) return ops::RmsNorm(x, weight_, eps_);
+  return ops::RmsNorm(x, ops::AddScalar(weight_, weight_offset_), eps_);
+}
 
 Embedding::Embedding(int64_t vocab, int64_t dim, DType dtype) {
   weight_ = RegisterParameter("weight", Tensor::Zeros({vocab, dim}, dtype));

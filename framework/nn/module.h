@@ -56,13 +56,14 @@ class Module {
   std::vector<std::pair<std::string, std::unique_ptr<Module>>> children_;
 };
 
-// y = x · Wᵀ, W [out, in], no bias (the FAM model has none); with a LoRA adapter attached,
-// y = x·Wᵀ + s·dropout(x)·Aᵀ·Bᵀ (framework/nn/lora.h).
+// y = x · Wᵀ (+ b), W [out, in], optional bias b [out] ("bias", zeros; Qwen2's q/k/v projections
+// have one); with a LoRA adapter attached, y = x·Wᵀ + b + s·dropout(x)·Aᵀ·Bᵀ (framework/nn/lora.h).
 class Linear : public Module {
  public:
-  Linear(int64_t in_features, int64_t out_features, DType dtype = DType::kF32);
+  Linear(int64_t in_features, int64_t out_features, DType dtype = DType::kF32, bool bias = false);
   Tensor Forward(const Tensor& x) const;
   const Tensor& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }  // undefined without a bias
   int64_t in_features() const { return weight_.size(1); }
   int64_t out_features() const { return weight_.size(0); }
 
@@ -89,7 +90,7 @@ class Linear : public Module {
   void RewindLoraDropout(uint64_t offset) const { dropout_offset_ = offset; }
 
  private:
-  Tensor weight_;
+  Tensor weight_, bias_;
   Tensor lora_a_, lora_b_;
   LoraOptions lora_;
   uint64_t lora_stream_ = 0;
@@ -98,16 +99,19 @@ class Linear : public Module {
   mutable uint64_t dropout_offset_ = 0;  // values drawn since SetLoraDropout
 };
 
-// RMSNorm with a learned scale, initialised to 1.
+// RMSNorm with a learned scale w: y = x / rms(x) · (weight_offset + w), w initialised to
+// 1 − weight_offset (an effective scale of 1). weight_offset 1 is Gemma's (1 + w) convention.
 class RmsNorm : public Module {
  public:
-  RmsNorm(int64_t dim, double eps, DType dtype = DType::kF32);
+  RmsNorm(int64_t dim, double eps, DType dtype = DType::kF32, double weight_offset = 0);
   Tensor Forward(const Tensor& x) const;
   const Tensor& weight() const { return weight_; }
+  double weight_offset() const { return weight_offset_; }
 
  private:
   Tensor weight_;
   double eps_;
+  double weight_offset_;
 };
 
 // Token embedding table [vocab, dim].

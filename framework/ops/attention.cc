@@ -18,7 +18,7 @@ Tensor InComputeDType(const Tensor& x) {
 }
 
 void CheckAttentionArgs(const Tensor& q, const std::vector<Tensor>& k, const std::vector<Tensor>& v,
-                        const std::vector<KeyMask>& masks, double scale) {
+                        const std::vector<KeyMask>& masks, double scale, double softcap) {
   FAM_CHECK(q.defined() && q.dim() == 4, "attention: q must be [B, Hq, Tq, D], got ",
             q.defined() ? q.Describe() : std::string("an undefined tensor"));
   FAM_CHECK(k.size() == v.size(), "attention: ", k.size(), " key segments but ", v.size(),
@@ -26,6 +26,8 @@ void CheckAttentionArgs(const Tensor& q, const std::vector<Tensor>& k, const std
   FAM_CHECK(masks.size() == k.size(), "attention: ", k.size(), " segments but ", masks.size(),
             " masks");
   FAM_CHECK(std::isfinite(scale), "attention: scale must be finite, got ", scale);
+  FAM_CHECK(std::isfinite(softcap) && softcap >= 0,
+            "attention: softcap must be finite and >= 0 (0 = off), got ", softcap);
   const int64_t batch = q.shape()[0], hq = q.shape()[1], d = q.shape()[3];
   for (size_t j = 0; j < k.size(); ++j) {
     FAM_CHECK(k[j].defined() && v[j].defined(), "attention: segment ", j, " is undefined");
@@ -46,13 +48,14 @@ void CheckAttentionArgs(const Tensor& q, const std::vector<Tensor>& k, const std
 class AttentionBackwardNode : public Node {
  public:
   AttentionBackwardNode(Tensor q, std::vector<Tensor> k, std::vector<Tensor> v,
-                        std::vector<KeyMask> masks, double scale, Tensor out, Tensor lse,
-                        DType storage_dtype)
+                        std::vector<KeyMask> masks, double scale, double softcap, Tensor out,
+                        Tensor lse, DType storage_dtype)
       : q_(std::move(q)),
         k_(std::move(k)),
         v_(std::move(v)),
         masks_(std::move(masks)),
         scale_(scale),
+        softcap_(softcap),
         out_(std::move(out)),
         lse_(std::move(lse)),
         storage_dtype_(storage_dtype) {}
@@ -64,6 +67,7 @@ class AttentionBackwardNode : public Node {
     args.v = v_;
     args.masks = masks_;
     args.scale = scale_;
+    args.softcap = softcap_;
     args.out = out_;
     args.lse = lse_;
     args.grad_out = ForCompute(g);
@@ -91,7 +95,7 @@ class AttentionBackwardNode : public Node {
   Tensor q_;
   std::vector<Tensor> k_, v_;  // compute dtype, possibly strided views
   std::vector<KeyMask> masks_;
-  double scale_;
+  double scale_, softcap_;
   Tensor out_, lse_;  // compute dtype, contiguous
   DType storage_dtype_;
 };
@@ -99,8 +103,8 @@ class AttentionBackwardNode : public Node {
 }  // namespace
 
 Tensor Attention(const Tensor& q, const std::vector<Tensor>& k, const std::vector<Tensor>& v,
-                 const std::vector<KeyMask>& masks, double scale) {
-  CheckAttentionArgs(q, k, v, masks, scale);
+                 const std::vector<KeyMask>& masks, double scale, double softcap) {
+  CheckAttentionArgs(q, k, v, masks, scale, softcap);
   std::vector<Tensor> inputs{q};
   inputs.insert(inputs.end(), k.begin(), k.end());
   inputs.insert(inputs.end(), v.begin(), v.end());
@@ -113,6 +117,7 @@ Tensor Attention(const Tensor& q, const std::vector<Tensor>& k, const std::vecto
   for (const Tensor& t : v) args.v.push_back(InComputeDType(t));
   args.masks = masks;
   args.scale = scale;
+  args.softcap = softcap;
   const DType compute = args.q.dtype();
   const Shape& qs = q.shape();
   args.out = Tensor::Empty(qs, compute, q.device());
@@ -121,9 +126,9 @@ Tensor Attention(const Tensor& q, const std::vector<Tensor>& k, const std::vecto
   Tensor out = FromCompute(args.out, q.dtype());
   if (GradEnabled() && AnyRequiresGrad(inputs)) {
     // Saved tensors are detached handles so the node never holds its own output's TensorImpl.
-    auto node =
-        std::make_shared<AttentionBackwardNode>(args.q, std::move(args.k), std::move(args.v), masks,
-                                                scale, args.out.detach(), args.lse, q.dtype());
+    auto node = std::make_shared<AttentionBackwardNode>(args.q, std::move(args.k),
+                                                        std::move(args.v), masks, scale, softcap,
+                                                        args.out.detach(), args.lse, q.dtype());
     RecordNode(node, inputs, out);
   }
   return out;

@@ -84,18 +84,24 @@ Tensor Softmax(const Tensor& x);
 Tensor CrossEntropy(const Tensor& logits, const Tensor& targets, const Tensor& weights = Tensor(),
                     int64_t ignore_index = -100);
 // Chunked LM head + cross-entropy (linear_cross_entropy.cc): the per-row losses of
-// CrossEntropy(Linear(hidden [N, d], weight [V, d]), targets, weights) computed chunk_rows rows at a
-// time (chunk_rows <= 0: all rows at once). Never holds more than [chunk_rows, V] logits: the forward
-// keeps the row log-sum-exp, the backward recomputes each chunk's logits.
+// CrossEntropy(Linear(hidden [N, d], weight [V, d]), targets, weights) computed chunk_rows rows at
+// a time (chunk_rows <= 0: all rows at once). Never holds more than [chunk_rows, V] logits: the
+// forward keeps the row log-sum-exp, the backward recomputes each chunk's logits.
 Tensor LinearCrossEntropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets,
                           const Tensor& weights, int64_t chunk_rows, int64_t ignore_index = -100);
-// Rotate-half RoPE (rope.cc): x [B, H, T, D] (D even); positions [B, T] or [T] (i32/i64).
-Tensor Rope(const Tensor& x, const Tensor& positions, double base);
+// Rotate-half RoPE (rope.cc): x [B, H, T, D] (D even); positions [B, T] or [T] (i32/i64); the
+// frequencies of `rope` (base and rescaling, backends/rope_spec.h).
+Tensor Rope(const Tensor& x, const Tensor& positions, const RopeSpec& rope);
+inline Tensor Rope(const Tensor& x, const Tensor& positions, double base) {
+  return Rope(x, positions, RopeSpec{base});
+}
 // Embedding gather (embedding.cc): table [V, D], ids [...] (i32/i64) → [..., D]; ids checked < V.
 Tensor Embedding(const Tensor& table, const Tensor& ids);
-// Blockwise masked attention (attention.cc): see AttentionArgs in backend.h. Returns [B, Hq, Tq, D].
+// Blockwise masked attention (attention.cc): see AttentionArgs in backend.h. Returns [B, Hq, Tq,
+// D]. softcap > 0 soft-caps every score s = scale·q·k to softcap·tanh(s / softcap) before the
+// softmax.
 Tensor Attention(const Tensor& q, const std::vector<Tensor>& k, const std::vector<Tensor>& v,
-                 const std::vector<KeyMask>& masks, double scale);
+                 const std::vector<KeyMask>& masks, double scale, double softcap = 0);
 
 // ---- activation recomputation (checkpoint.cc) ----
 using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
@@ -104,8 +110,8 @@ using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
 // `params` lists every tensor requiring grad that fn uses besides `inputs` (a layer's trainable
 // parameters); their gradients flow out through this op, so each is accumulated once per backward.
 // fn must be deterministic (replay any randomness itself) and is called again in backward; a leaf
-// requiring grad that fn reaches and is in neither list is an error in backward, and fn must not use
-// tensors carrying a graph other than through `inputs`. `params` must not repeat a tensor.
+// requiring grad that fn reaches and is in neither list is an error in backward, and fn must not
+// use tensors carrying a graph other than through `inputs`. `params` must not repeat a tensor.
 Tensor Checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs,
                   const std::vector<Tensor>& params);
 

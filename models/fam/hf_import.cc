@@ -1,6 +1,6 @@
 #include "models/fam/hf_import.h"
 
-#include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -26,113 +26,6 @@ using Json = nlohmann::json;
 
 constexpr char kFamEmbeddings[] = "model.fam.embeddings";
 
-// Keys of HF configs that do not change what the weights compute in inference.
-const std::set<std::string>& HarmlessKeys() {
-  static const std::set<std::string> keys = {"architectures",
-                                             "model_type",
-                                             "bos_token_id",
-                                             "eos_token_id",
-                                             "pad_token_id",
-                                             "torch_dtype",
-                                             "transformers_version",
-                                             "max_position_embeddings",
-                                             "use_cache",
-                                             "pretraining_tp",
-                                             "_name_or_path",
-                                             "attention_dropout",
-                                             "output_attentions",
-                                             "output_hidden_states",
-                                             "return_dict",
-                                             "tokenizer_class",
-                                             "max_sequence_length",
-                                             "rope_scaling",
-                                             "attention_bias",
-                                             "mlp_bias",
-                                             "sliding_window",
-                                             "partial_rotary_factor",
-                                             "famtrain_attention"};
-  return keys;
-}
-
-// Why other architectures are not imported (model_type → reason).
-const std::map<std::string, std::string>& UnsupportedArchitectures() {
-  static const std::map<std::string, std::string> reasons = {
-      {"gemma", "embeddings scaled by sqrt(hidden_size), GeGLU feed-forward and (1 + w) norms"},
-      {"gemma2", "embeddings scaled by sqrt(hidden_size), GeGLU, extra norms, logit soft-capping"},
-      {"gemma3", "embeddings scaled by sqrt(hidden_size), GeGLU, extra norms, q/k norms"},
-      {"qwen2", "biases on q/k/v projections"},
-      {"qwen3", "RMSNorm on queries and keys"},
-      {"phi3", "fused qkv and gate/up projections"},
-      {"mixtral", "mixture-of-experts feed-forward"},
-      {"falcon", "parallel attention/MLP and LayerNorm"},
-      {"gpt2", "LayerNorm, learned positions, GELU, biases"}};
-  return reasons;
-}
-
-std::string FormatDouble(double value) {
-  char buffer[64];
-  auto [ptr, ec] = std::to_chars(buffer, buffer + sizeof(buffer), value);
-  return ec == std::errc() ? std::string(buffer, ptr) : absl::StrCat(value);
-}
-
-// Reads typed keys of a config.json object; the first error is kept and names the key.
-class HfReader {
- public:
-  HfReader(const Json& json, std::string source) : json_(json), source_(std::move(source)) {}
-  const absl::Status& status() const { return status_; }
-  void Fail(const std::string& key, const std::string& why) {
-    if (status_.ok())
-      status_ = absl::InvalidArgumentError(absl::StrCat(source_, ": ", key, ": ", why));
-  }
-  bool Present(const std::string& key) const {
-    return json_.contains(key) && !json_.at(key).is_null();
-  }
-  int64_t Int(const std::string& key, std::optional<int64_t> fallback) {
-    if (!Present(key)) {
-      if (!fallback) Fail(key, "missing (required for a Llama model)");
-      return fallback.value_or(0);
-    }
-    const Json& v = json_.at(key);
-    if (!v.is_number_integer()) {
-      Fail(key, absl::StrCat("expected an integer, got ", v.dump()));
-      return 0;
-    }
-    return v.get<int64_t>();
-  }
-  double Double(const std::string& key, double fallback) {
-    if (!Present(key)) return fallback;
-    const Json& v = json_.at(key);
-    if (!v.is_number()) {
-      Fail(key, absl::StrCat("expected a number, got ", v.dump()));
-      return fallback;
-    }
-    return v.get<double>();
-  }
-  bool Bool(const std::string& key, bool fallback) {
-    if (!Present(key)) return fallback;
-    const Json& v = json_.at(key);
-    if (!v.is_boolean()) {
-      Fail(key, absl::StrCat("expected true or false, got ", v.dump()));
-      return fallback;
-    }
-    return v.get<bool>();
-  }
-  std::string String(const std::string& key) {
-    if (!Present(key)) return "";
-    const Json& v = json_.at(key);
-    if (!v.is_string()) {
-      Fail(key, absl::StrCat("expected a string, got ", v.dump()));
-      return "";
-    }
-    return v.get<std::string>();
-  }
-
- private:
-  const Json& json_;
-  std::string source_;
-  absl::Status status_;
-};
-
 // FORMATS.md names and shapes of a model's weights, in FORMATS.md order.
 std::vector<std::pair<std::string, Shape>> ExpectedWeights(const ModelConfig& c) {
   const int64_t d = c.d_model, q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
@@ -140,15 +33,23 @@ std::vector<std::pair<std::string, Shape>> ExpectedWeights(const ModelConfig& c)
       {"model.embed_tokens.weight", {c.vocab_size, d}}};
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
+    auto linear = [&](const std::string& name, int64_t rows, int64_t cols, bool bias) {
+      out.push_back({p + name + ".weight", {rows, cols}});
+      if (bias) out.push_back({p + name + ".bias", {rows}});
+    };
     out.push_back({p + "input_layernorm.weight", {d}});
-    out.push_back({p + "self_attn.q_proj.weight", {q, d}});
-    out.push_back({p + "self_attn.k_proj.weight", {kv, d}});
-    out.push_back({p + "self_attn.v_proj.weight", {kv, d}});
-    out.push_back({p + "self_attn.o_proj.weight", {d, q}});
+    linear("self_attn.q_proj", q, d, c.qkv_bias);
+    linear("self_attn.k_proj", kv, d, c.qkv_bias);
+    linear("self_attn.v_proj", kv, d, c.qkv_bias);
+    linear("self_attn.o_proj", d, q, c.o_bias);
     out.push_back({p + "post_attention_layernorm.weight", {d}});
-    out.push_back({p + "mlp.gate_proj.weight", {c.ffn_dim, d}});
-    out.push_back({p + "mlp.up_proj.weight", {c.ffn_dim, d}});
-    out.push_back({p + "mlp.down_proj.weight", {d, c.ffn_dim}});
+    if (c.sandwich_norms) {
+      out.push_back({p + "pre_feedforward_layernorm.weight", {d}});
+      out.push_back({p + "post_feedforward_layernorm.weight", {d}});
+    }
+    linear("mlp.gate_proj", c.ffn_dim, d, c.mlp_bias);
+    linear("mlp.up_proj", c.ffn_dim, d, c.mlp_bias);
+    linear("mlp.down_proj", d, c.ffn_dim, c.mlp_bias);
   }
   out.push_back({"model.norm.weight", {d}});
   if (!c.tie_embeddings) out.push_back({"lm_head.weight", {c.vocab_size, d}});
@@ -160,168 +61,7 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-absl::StatusOr<Json> ReadJson(const std::string& path) {
-  absl::StatusOr<std::string> text = io::ReadFile(path);
-  if (!text.ok()) return text.status();
-  Json json = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not valid JSON"));
-  if (!json.is_object())
-    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object"));
-  return json;
-}
-
-absl::StatusOr<AttentionConfig> AttentionFromJson(const Json& j, const std::string& source) {
-  AttentionConfig a;
-  const std::string key = "famtrain_attention";
-  if (!j.is_object())
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", key, ": expected an object"));
-  try {
-    if (j.contains("type") && !ParseAttentionType(j.at("type").get<std::string>(), &a.type))
-      return absl::InvalidArgumentError(
-          absl::StrCat(source, ": ", key, ".type: expected full, bswa or fam"));
-    if (j.contains("block_size")) a.block_size = j.at("block_size").get<int64_t>();
-    if (j.contains("memory_segments")) a.memory_segments = j.at("memory_segments").get<int64_t>();
-    if (j.contains("fam_length")) a.fam_length = j.at("fam_length").get<int64_t>();
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", key, ": ", e.what()));
-  }
-  return a;
-}
-
 }  // namespace
-
-absl::StatusOr<ModelConfig> ModelConfigFromHf(const Json& hf, const std::string& source,
-                                              const std::optional<AttentionConfig>& attention,
-                                              std::vector<std::string>* notes) {
-  if (!hf.is_object()) return absl::InvalidArgumentError(source + ": expected a JSON object");
-  HfReader r(hf, source);
-  const std::string type = r.String("model_type");
-  std::string archs;
-  if (r.Present("architectures") && hf.at("architectures").is_array())
-    for (const Json& a : hf.at("architectures"))
-      archs += a.is_string() ? a.get<std::string>() + " " : "";
-  const bool llama_arch = archs.empty() || archs.find("LlamaForCausalLM") != std::string::npos ||
-                          archs.find("MistralForCausalLM") != std::string::npos;
-  if (type != "llama" && type != "mistral") {
-    auto it = UnsupportedArchitectures().find(type);
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": model_type: \"", type, "\" is not supported",
-        it != UnsupportedArchitectures().end() ? absl::StrCat(" (", it->second, ")") : "",
-        "; supported: llama, mistral without sliding window"));
-  }
-  if (!llama_arch)
-    return absl::InvalidArgumentError(absl::StrCat(source, ": architectures: ", archs,
-                                                   "is not supported (need LlamaForCausalLM)"));
-  if (r.Present("rope_scaling"))
-    r.Fail("rope_scaling", absl::StrCat("is not supported (got ", hf.at("rope_scaling").dump(),
-                                        "); only plain RoPE with rope_theta"));
-  if (r.Bool("attention_bias", false))
-    r.Fail("attention_bias", "true is not supported (no biases)");
-  if (r.Bool("mlp_bias", false)) r.Fail("mlp_bias", "true is not supported (no biases)");
-  if (r.Present("sliding_window"))
-    r.Fail("sliding_window", absl::StrCat("is not supported (got ", hf.at("sliding_window").dump(),
-                                          "); use --attention bswa for a windowed model"));
-  if (r.Double("partial_rotary_factor", 1.0) != 1.0)
-    r.Fail("partial_rotary_factor", "only 1 (RoPE on the whole head) is supported");
-  const std::string act = r.String("hidden_act");
-  if (!act.empty() && act != "silu" && act != "swish")
-    r.Fail("hidden_act", absl::StrCat("\"", act, "\" is not supported (SwiGLU needs silu)"));
-
-  ModelConfig c;
-  c.vocab_size = r.Int("vocab_size", std::nullopt);
-  c.d_model = r.Int("hidden_size", std::nullopt);
-  c.ffn_dim = r.Int("intermediate_size", std::nullopt);
-  c.n_layers = r.Int("num_hidden_layers", std::nullopt);
-  c.n_heads = r.Int("num_attention_heads", std::nullopt);
-  c.n_kv_heads = r.Int("num_key_value_heads", c.n_heads);
-  if (r.status().ok() && !r.Present("head_dim") && (c.n_heads <= 0 || c.d_model % c.n_heads != 0))
-    r.Fail("hidden_size", absl::StrCat(c.d_model, " is not a multiple of num_attention_heads (",
-                                       c.n_heads, ") and head_dim is not given"));
-  c.head_dim = r.Int("head_dim", c.n_heads > 0 ? c.d_model / c.n_heads : 0);
-  c.norm_eps = r.Double("rms_norm_eps", 1e-6);
-  c.rope_base = r.Double("rope_theta", 10000.0);
-  c.tie_embeddings = r.Bool("tie_word_embeddings", false);
-  c.init_std = r.Double("initializer_range", 0.02);
-  if (!r.status().ok()) return r.status();
-  if (attention) {
-    c.attention = *attention;
-  } else if (r.Present("famtrain_attention")) {
-    absl::StatusOr<AttentionConfig> a = AttentionFromJson(hf.at("famtrain_attention"), source);
-    if (!a.ok()) return a.status();
-    c.attention = *a;
-  }
-  if (absl::Status s = c.Validate(); !s.ok())
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": gives an invalid model: ", s.message()));
-  if (notes != nullptr) {
-    std::vector<std::string> ignored;
-    static const std::set<std::string> read = {
-        "vocab_size",          "hidden_size",         "intermediate_size", "num_hidden_layers",
-        "num_attention_heads", "num_key_value_heads", "head_dim",          "rms_norm_eps",
-        "rope_theta",          "tie_word_embeddings", "initializer_range", "hidden_act"};
-    for (auto it = hf.begin(); it != hf.end(); ++it)
-      if (!read.count(it.key()) && !HarmlessKeys().count(it.key())) ignored.push_back(it.key());
-    if (!ignored.empty())
-      notes->push_back(absl::StrCat("config.json keys ignored: ", absl::StrJoin(ignored, ", ")));
-  }
-  return c;
-}
-
-std::string ModelConfigYaml(const ModelConfig& c, const std::string& comment) {
-  std::string out;
-  if (!comment.empty()) {
-    for (const auto& line : std::vector<std::string>(absl::StrSplit(comment, '\n')))
-      absl::StrAppend(&out, "# ", line, "\n");
-  }
-  absl::StrAppend(&out, "model:\n");
-  absl::StrAppend(&out, "  vocab_size: ", c.vocab_size, "\n");
-  absl::StrAppend(&out, "  d_model: ", c.d_model, "\n");
-  absl::StrAppend(&out, "  n_layers: ", c.n_layers, "\n");
-  absl::StrAppend(&out, "  n_heads: ", c.n_heads, "\n");
-  absl::StrAppend(&out, "  n_kv_heads: ", c.n_kv_heads, "\n");
-  absl::StrAppend(&out, "  head_dim: ", c.head_dim, "\n");
-  absl::StrAppend(&out, "  ffn_dim: ", c.ffn_dim, "\n");
-  absl::StrAppend(&out, "  norm_eps: ", FormatDouble(c.norm_eps), "\n");
-  absl::StrAppend(&out, "  rope_base: ", FormatDouble(c.rope_base), "\n");
-  absl::StrAppend(&out, "  tie_embeddings: ", c.tie_embeddings ? "true" : "false", "\n");
-  absl::StrAppend(&out, "  init_std: ", FormatDouble(c.init_std), "\n");
-  absl::StrAppend(&out, "  attention:\n");
-  absl::StrAppend(&out, "    type: ", AttentionTypeName(c.attention.type), "\n");
-  absl::StrAppend(&out, "    block_size: ", c.attention.block_size, "\n");
-  absl::StrAppend(&out, "    memory_segments: ", c.attention.memory_segments, "\n");
-  absl::StrAppend(&out, "    fam_length: ", c.attention.fam_length, "\n");
-  return out;
-}
-
-Json HfConfigJson(const ModelConfig& c, DType dtype) {
-  Json j = Json::object();
-  j["architectures"] = Json::array({"LlamaForCausalLM"});
-  j["model_type"] = "llama";
-  j["vocab_size"] = c.vocab_size;
-  j["hidden_size"] = c.d_model;
-  j["intermediate_size"] = c.ffn_dim;
-  j["num_hidden_layers"] = c.n_layers;
-  j["num_attention_heads"] = c.n_heads;
-  j["num_key_value_heads"] = c.n_kv_heads;
-  j["head_dim"] = c.head_dim;
-  j["hidden_act"] = "silu";
-  j["rms_norm_eps"] = c.norm_eps;
-  j["rope_theta"] = c.rope_base;
-  j["rope_scaling"] = nullptr;
-  j["attention_bias"] = false;
-  j["mlp_bias"] = false;
-  j["tie_word_embeddings"] = c.tie_embeddings;
-  j["initializer_range"] = c.init_std;
-  j["torch_dtype"] = dtype == DType::kBF16  ? "bfloat16"
-                     : dtype == DType::kF16 ? "float16"
-                                            : "float32";
-  j["famtrain_attention"] = {{"type", AttentionTypeName(c.attention.type)},
-                             {"block_size", c.attention.block_size},
-                             {"memory_segments", c.attention.memory_segments},
-                             {"fam_length", c.attention.fam_length}};
-  return j;
-}
 
 absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
                                                   const std::string& out_dir,
@@ -331,7 +71,7 @@ absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return absl::NotFoundError(absl::StrCat(hf_dir, ": not a directory"));
-  absl::StatusOr<Json> hf = ReadJson((dir / "config.json").string());
+  absl::StatusOr<Json> hf = ReadJsonObject((dir / "config.json").string());
   if (!hf.ok()) return hf.status();
   absl::StatusOr<ModelConfig> config =
       ModelConfigFromHf(*hf, (dir / "config.json").string(), options.attention, &result.notes);
@@ -343,7 +83,7 @@ absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
   std::map<std::string, std::string> where;  // tensor → file name
   const fs::path index_path = dir / "model.safetensors.index.json";
   if (fs::exists(index_path, ec)) {
-    absl::StatusOr<Json> index = ReadJson(index_path.string());
+    absl::StatusOr<Json> index = ReadJsonObject(index_path.string());
     if (!index.ok()) return index.status();
     if (!index->contains("weight_map") || !index->at("weight_map").is_object())
       return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map: missing"));
@@ -458,6 +198,8 @@ absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
       if (!table.ok()) return table.status();
       NoGradGuard no_grad;
       prompt = ops::Embedding(*table, Tensor::FromInts(ids, {f}));
+      // Rows shaped like the layers' inputs: Gemma scales its embeddings by sqrt(d_model).
+      if (c.embedding_scale) prompt = ops::Scale(prompt, std::sqrt(static_cast<double>(c.d_model)));
       result.notes.push_back(
           absl::StrCat("model.fam.embeddings: embeddings of token ids ", ids[0], "..", ids[f - 1]));
     }
@@ -476,12 +218,14 @@ absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
       c, absl::StrCat("Imported by `fam import` from ", hf_dir, " (", hf->value("model_type", ""),
                       ").\nWeights: model.safetensors next to this file."));
   if (absl::Status s = io::WriteFileAtomic(result.model_yaml, yaml); !s.ok()) return s;
-  if (fs::exists(dir / "tokenizer.model", ec)) {
-    absl::StatusOr<std::string> bytes = io::ReadFile((dir / "tokenizer.model").string());
+  // The tokenizer travels with the weights (SentencePiece model or HF tokenizer.json).
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
+    if (!fs::exists(dir / name, ec)) continue;
+    absl::StatusOr<std::string> bytes = io::ReadFile((dir / name).string());
     if (!bytes.ok()) return bytes.status();
-    const std::string dst = (fs::path(out_dir) / "tokenizer.model").string();
+    const std::string dst = (fs::path(out_dir) / name).string();
     if (absl::Status s = io::WriteFileAtomic(dst, *bytes); !s.ok()) return s;
-    result.notes.push_back(absl::StrCat("copied tokenizer.model to ", dst));
+    result.notes.push_back(absl::StrCat("copied ", name, " to ", dst));
   }
   return result;
 }

@@ -21,30 +21,40 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
-SelfAttention::SelfAttention(const ModelConfig& c, DType dt) {
-  q_proj =
-      RegisterModule("q_proj", std::make_unique<nn::Linear>(c.d_model, c.n_heads * c.head_dim, dt));
-  k_proj = RegisterModule("k_proj",
-                          std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
-  v_proj = RegisterModule("v_proj",
-                          std::make_unique<nn::Linear>(c.d_model, c.n_kv_heads * c.head_dim, dt));
-  o_proj =
-      RegisterModule("o_proj", std::make_unique<nn::Linear>(c.n_heads * c.head_dim, c.d_model, dt));
+namespace {
+
+std::unique_ptr<nn::RmsNorm> Norm(const ModelConfig& c, DType dt) {
+  return std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt, c.norm_weight_offset);
 }
 
-SwiGluMlp::SwiGluMlp(const ModelConfig& c, DType dt) {
-  gate_proj = RegisterModule("gate_proj", std::make_unique<nn::Linear>(c.d_model, c.ffn_dim, dt));
-  up_proj = RegisterModule("up_proj", std::make_unique<nn::Linear>(c.d_model, c.ffn_dim, dt));
-  down_proj = RegisterModule("down_proj", std::make_unique<nn::Linear>(c.ffn_dim, c.d_model, dt));
+}  // namespace
+
+SelfAttention::SelfAttention(const ModelConfig& c, DType dt) {
+  const int64_t q = c.n_heads * c.head_dim, kv = c.n_kv_heads * c.head_dim;
+  q_proj = RegisterModule("q_proj", std::make_unique<nn::Linear>(c.d_model, q, dt, c.qkv_bias));
+  k_proj = RegisterModule("k_proj", std::make_unique<nn::Linear>(c.d_model, kv, dt, c.qkv_bias));
+  v_proj = RegisterModule("v_proj", std::make_unique<nn::Linear>(c.d_model, kv, dt, c.qkv_bias));
+  o_proj = RegisterModule("o_proj", std::make_unique<nn::Linear>(q, c.d_model, dt, c.o_bias));
+}
+
+GatedMlp::GatedMlp(const ModelConfig& c, DType dt) {
+  gate_proj = RegisterModule("gate_proj",
+                             std::make_unique<nn::Linear>(c.d_model, c.ffn_dim, dt, c.mlp_bias));
+  up_proj =
+      RegisterModule("up_proj", std::make_unique<nn::Linear>(c.d_model, c.ffn_dim, dt, c.mlp_bias));
+  down_proj = RegisterModule("down_proj",
+                             std::make_unique<nn::Linear>(c.ffn_dim, c.d_model, dt, c.mlp_bias));
 }
 
 DecoderLayer::DecoderLayer(const ModelConfig& c, DType dt) {
-  input_layernorm =
-      RegisterModule("input_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
+  input_layernorm = RegisterModule("input_layernorm", Norm(c, dt));
   self_attn = RegisterModule("self_attn", std::make_unique<SelfAttention>(c, dt));
-  post_attention_layernorm = RegisterModule(
-      "post_attention_layernorm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
-  mlp = RegisterModule("mlp", std::make_unique<SwiGluMlp>(c, dt));
+  post_attention_layernorm = RegisterModule("post_attention_layernorm", Norm(c, dt));
+  mlp = RegisterModule("mlp", std::make_unique<GatedMlp>(c, dt));
+  if (c.sandwich_norms) {
+    pre_feedforward_layernorm = RegisterModule("pre_feedforward_layernorm", Norm(c, dt));
+    post_feedforward_layernorm = RegisterModule("post_feedforward_layernorm", Norm(c, dt));
+  }
 }
 
 FamPrompt::FamPrompt(const ModelConfig& c, DType dt) {
@@ -58,7 +68,7 @@ FamBackbone::FamBackbone(const ModelConfig& c, DType dt) {
   for (int64_t i = 0; i < c.n_layers; ++i)
     layers.push_back(
         RegisterModule(absl::StrCat("layers.", i), std::make_unique<DecoderLayer>(c, dt)));
-  norm = RegisterModule("norm", std::make_unique<nn::RmsNorm>(c.d_model, c.norm_eps, dt));
+  norm = RegisterModule("norm", Norm(c, dt));
   if (c.attention.type == AttentionType::kFam)
     fam = RegisterModule("fam", std::make_unique<FamPrompt>(c, dt));
 }
@@ -99,7 +109,11 @@ void FamModel::InitializeWeights(uint64_t seed) {
   const double out_scale = 1.0 / std::sqrt(2.0 * config_.n_layers);
   for (auto& [name, t] : NamedParameters()) {
     if (EndsWith(name, "layernorm.weight") || name == "model.norm.weight") {
-      ops::FillInPlace(t, 1.0);
+      ops::FillInPlace(t, 1.0 - config_.norm_weight_offset);  // an effective scale of 1
+      continue;
+    }
+    if (EndsWith(name, ".bias")) {
+      ops::FillInPlace(t, 0.0);
       continue;
     }
     double std = config_.init_std;
@@ -149,10 +163,11 @@ FamModel::Heads FamModel::Project(const DecoderLayer& layer, const Tensor& rows,
   Tensor x = layer.input_layernorm->Forward(rows);
   const SelfAttention& a = *layer.self_attn;
   Heads out;
+  const RopeSpec rope = config_.rope();
   out.q = ops::Rope(ops::Permute(ops::Reshape(a.q_proj->Forward(x), {b, n, h, dh}), {0, 2, 1, 3}),
-                    positions, config_.rope_base);
+                    positions, rope);
   out.k = ops::Rope(ops::Permute(ops::Reshape(a.k_proj->Forward(x), {b, n, hkv, dh}), {0, 2, 1, 3}),
-                    positions, config_.rope_base);
+                    positions, rope);
   out.v = ops::Permute(ops::Reshape(a.v_proj->Forward(x), {b, n, hkv, dh}), {0, 2, 1, 3});
   return out;
 }
@@ -161,21 +176,34 @@ Tensor FamModel::OutputProjection(const DecoderLayer& layer, const Tensor& heads
   const int64_t b = heads.size(0), n = heads.size(2);
   Tensor merged =
       ops::Reshape(ops::Permute(heads, {0, 2, 1, 3}), {b, n, config_.n_heads * config_.head_dim});
-  return layer.self_attn->o_proj->Forward(merged);
+  Tensor out = layer.self_attn->o_proj->Forward(merged);
+  // Sandwich norms (Gemma 2) normalise the attention output before it joins the residual.
+  return config_.sandwich_norms ? layer.post_attention_layernorm->Forward(out) : out;
 }
 
 Tensor FamModel::FeedForward(const DecoderLayer& layer, const Tensor& residual) const {
-  Tensor n = layer.post_attention_layernorm->Forward(residual);
-  const SwiGluMlp& m = *layer.mlp;
-  Tensor hidden = ops::Mul(ops::Silu(m.gate_proj->Forward(n)), m.up_proj->Forward(n));
-  return ops::Add(residual, m.down_proj->Forward(hidden));
+  const nn::RmsNorm& pre_norm =
+      config_.sandwich_norms ? *layer.pre_feedforward_layernorm : *layer.post_attention_layernorm;
+  Tensor n = pre_norm.Forward(residual);
+  const GatedMlp& m = *layer.mlp;
+  Tensor gate = m.gate_proj->Forward(n);
+  gate = config_.activation == FfnActivation::kGeluTanh ? ops::Gelu(gate) : ops::Silu(gate);
+  Tensor out = m.down_proj->Forward(ops::Mul(gate, m.up_proj->Forward(n)));
+  if (config_.sandwich_norms) out = layer.post_feedforward_layernorm->Forward(out);
+  return ops::Add(residual, out);
+}
+
+Tensor FamModel::Embed(const Tensor& tokens) const {
+  Tensor x = model_->embed_tokens->Forward(OnDevice(tokens));
+  if (!config_.embedding_scale) return x;
+  return ops::Scale(x, std::sqrt(static_cast<double>(config_.d_model)));
 }
 
 Tensor FamModel::FamUpdate(const DecoderLayer& layer, const Tensor& state, bool state_is_initial,
                            const Heads& fam, const Tensor& block_k, const Tensor& block_v) const {
-  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  const double scale = config_.attention_scale(), cap = config_.attn_softcap;
   Tensor heads = ops::Attention(fam.q, {fam.k, block_k}, {fam.v, block_v},
-                                {KeyMask::kAll, KeyMask::kAll}, scale);
+                                {KeyMask::kAll, KeyMask::kAll}, scale, cap);
   Tensor attended = OutputProjection(layer, heads);
   // R = 0 for the first update from the learned initial FAM (the paper's zero residual).
   Tensor residual = state_is_initial ? attended : ops::Add(state, attended);
@@ -184,9 +212,9 @@ Tensor FamModel::FamUpdate(const DecoderLayer& layer, const Tensor& state, bool 
 
 Tensor FamModel::InitialStateLayer(int64_t l, const Tensor& rows, const Tensor& positions) const {
   const DecoderLayer& layer = *model_->layers[l];
-  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  const double scale = config_.attention_scale(), cap = config_.attn_softcap;
   Heads h = Project(layer, rows, positions);
-  Tensor heads = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kAll}, scale);
+  Tensor heads = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kAll}, scale, cap);
   return FeedForward(layer, ops::Add(rows, OutputProjection(layer, heads)));
 }
 
@@ -213,7 +241,10 @@ std::vector<Tensor> FamModel::InitialFamState(int64_t batch,
 }
 
 Tensor FamModel::Logits(const Tensor& hidden) const {
-  return ops::Linear(hidden, lm_head_weight());
+  Tensor logits = ops::Linear(hidden, lm_head_weight());
+  if (config_.final_softcap <= 0) return logits;
+  const double cap = config_.final_softcap;
+  return ops::Scale(ops::Tanh(ops::Scale(logits, 1.0 / cap)), cap);
 }
 
 Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& positions,
@@ -221,12 +252,12 @@ Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& position
                               const Tensor& state_positions, Tensor* final_state) const {
   const AttentionConfig& ac = config_.attention;
   const int64_t batch = x.size(0), seq = x.size(1), block = ac.block_size;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  const double scale = config_.attention_scale(), cap = config_.attn_softcap;
   const DecoderLayer& layer = *model_->layers[l];
   Heads h = Project(layer, x, positions);
   Tensor attn;
   if (ac.type == AttentionType::kFull) {
-    attn = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kCausal}, scale);
+    attn = ops::Attention(h.q, {h.k}, {h.v}, {KeyMask::kCausal}, scale, cap);
   } else {
     std::vector<Tensor> outputs;
     Tensor s = state;
@@ -244,12 +275,12 @@ Tensor FamModel::LayerForward(int64_t l, const Tensor& x, const Tensor& position
             ops::Reshape(ops::Slice(state_positions, 0, tau, tau + 1), {batch, config_.fam_rows()});
         Heads fh = Project(layer, s, fam_positions);
         outputs.push_back(ops::Attention(q, {fh.k, keys}, {fh.v, values},
-                                         {KeyMask::kAll, KeyMask::kCausal}, scale));
+                                         {KeyMask::kAll, KeyMask::kCausal}, scale, cap));
         s = FamUpdate(layer, s, s_initial, fh, ops::Slice(h.k, 2, start, end),
                       ops::Slice(h.v, 2, start, end));
         s_initial = false;
       } else {
-        outputs.push_back(ops::Attention(q, {keys}, {values}, {KeyMask::kCausal}, scale));
+        outputs.push_back(ops::Attention(q, {keys}, {values}, {KeyMask::kCausal}, scale, cap));
       }
     }
     attn = outputs.size() == 1 ? outputs[0] : ops::Concat(outputs, 2);
@@ -319,7 +350,7 @@ ForwardResult FamModel::Forward(const Tensor& tokens, const ForwardOptions& opti
   if (has_state && !carried) init_rows = InitialStateRows(batch, offsets, &init_positions);
 
   ForwardResult result;
-  Tensor x = model_->embed_tokens->Forward(OnDevice(tokens));
+  Tensor x = Embed(tokens);
   Tensor token_positions = Positions(batch, 0, seq, offsets);
   const Tensor state_positions = has_state ? BlockStatePositions(batch, seq, offsets) : Tensor();
   for (int64_t l = 0; l < config_.n_layers; ++l) {
@@ -372,14 +403,29 @@ Tensor FamModel::Loss(const Tensor& logits, const Tensor& targets, const Tensor&
   return MeanTokenLoss(losses, flat_targets, flat_weights);
 }
 
+Tensor FamModel::TokenLosses(const Tensor& hidden, const Tensor& targets, const Tensor& weights,
+                             int64_t chunk_tokens) const {
+  Tensor rows = ops::Reshape(hidden, {-1, hidden.size(-1)});
+  const Tensor t = OnDevice(targets), w = OnDevice(weights);
+  if (config_.final_softcap <= 0)
+    return ops::LinearCrossEntropy(rows, lm_head_weight(), t, w, chunk_tokens);
+  // Soft-capped logits: the fused kernel does not cap, so chunk by hand.
+  const int64_t n = rows.size(0), chunk = chunk_tokens > 0 ? chunk_tokens : std::max<int64_t>(n, 1);
+  std::vector<Tensor> parts;
+  for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t end = std::min(n, start + chunk);
+    parts.push_back(ops::CrossEntropy(Logits(ops::Slice(rows, 0, start, end)),
+                                      ops::Slice(t, 0, start, end),
+                                      w.defined() ? ops::Slice(w, 0, start, end) : Tensor()));
+  }
+  return parts.size() == 1 ? parts[0] : ops::Concat(parts, 0);
+}
+
 Tensor FamModel::LossFromHidden(const Tensor& hidden, const Tensor& targets, const Tensor& weights,
                                 int64_t chunk_tokens) const {
-  const int64_t d = hidden.size(-1);
   Tensor flat_targets = ops::Reshape(targets, {-1});
   Tensor flat_weights = weights.defined() ? ops::Reshape(weights, {-1}) : Tensor();
-  Tensor losses =
-      ops::LinearCrossEntropy(ops::Reshape(hidden, {-1, d}), lm_head_weight(),
-                              OnDevice(flat_targets), OnDevice(flat_weights), chunk_tokens);
+  Tensor losses = TokenLosses(hidden, flat_targets, flat_weights, chunk_tokens);
   return MeanTokenLoss(losses, flat_targets, flat_weights);
 }
 
@@ -407,7 +453,7 @@ Tensor FamModel::ForwardStreaming(const Tensor& tokens, StreamingState& state) c
   const bool windowed = ac.type != AttentionType::kFull;
   const int64_t block = windowed ? ac.block_size : INT64_MAX;
   const int64_t f = config_.fam_rows(), batch = state.batch;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(config_.head_dim));
+  const double scale = config_.attention_scale(), cap = config_.attn_softcap;
   auto append = [](const Tensor& a, const Tensor& b) {
     return a.defined() && a.size(2) > 0 ? ops::Concat({a, b}, 2) : ops::Contiguous(b);
   };
@@ -418,7 +464,7 @@ Tensor FamModel::ForwardStreaming(const Tensor& tokens, StreamingState& state) c
     // A piece never crosses a block boundary, so block ends line up with training's blocks.
     const int64_t in_block = windowed ? state.position % block : state.position;
     const int64_t len = windowed ? std::min(n - done, block - in_block) : n - done;
-    Tensor x = model_->embed_tokens->Forward(OnDevice(ops::Slice(tokens, 1, done, done + len)));
+    Tensor x = Embed(ops::Slice(tokens, 1, done, done + len));
     Tensor positions = Positions(batch, state.position, len, {});
     const int64_t block_start = state.position - in_block;
     const bool completes_block = windowed && in_block + len == block;
@@ -436,9 +482,9 @@ Tensor FamModel::ForwardStreaming(const Tensor& tokens, StreamingState& state) c
         fh = Project(layer, ls.fam,
                      StatePositions(batch, block_start, ls.fam_is_initial && block_start == 0, {}));
         attn = ops::Attention(h.q, {fh.k, keys}, {fh.v, values}, {KeyMask::kAll, KeyMask::kCausal},
-                              scale);
+                              scale, cap);
       } else {
-        attn = ops::Attention(h.q, {keys}, {values}, {KeyMask::kCausal}, scale);
+        attn = ops::Attention(h.q, {keys}, {values}, {KeyMask::kCausal}, scale, cap);
       }
       x = FeedForward(layer, ops::Add(x, OutputProjection(layer, attn)));
       if (completes_block) {

@@ -1,9 +1,12 @@
 // TransformerFAM (FAM_SPEC.md): a decoder-only, pre-RMSNorm, SwiGLU, RoPE model whose attention is
-// full causal, Block Sliding Window Attention (BSWA), or BSWA + Feedback Attention Memory (FAM), all
-// from one definition. Training runs the whole sequence layer by layer and block by block through the
-// attention primitive; streaming inference runs one chunk at a time through all layers carrying a
-// small per-layer state (memory-segment keys/values + FAM), built from the same layer functions.
-// Parameter names follow FORMATS.md (Hugging Face Llama style).
+// full causal, Block Sliding Window Attention (BSWA), or BSWA + Feedback Attention Memory (FAM),
+// all from one definition. The block's pretrained-family variants (ModelConfig: biases, GeGLU,
+// Gemma's (1 + w) norms, embedding scale and Gemma 2's sandwich norms and soft-capping, RoPE
+// rescaling) change only the layer functions, so FAM applies to every family alike. Training runs
+// the whole sequence layer by layer and block by block through the attention primitive; streaming
+// inference runs one chunk at a time through all layers carrying a small per-layer state
+// (memory-segment keys/values + FAM), built from the same layer functions. Parameter names follow
+// FORMATS.md (Hugging Face Llama style).
 #pragma once
 
 #include <cstdint>
@@ -20,8 +23,9 @@ struct SelfAttention : nn::Module {
   nn::Linear *q_proj, *k_proj, *v_proj, *o_proj;
 };
 
-struct SwiGluMlp : nn::Module {
-  SwiGluMlp(const ModelConfig& c, DType dtype);
+// down(act(gate(x)) · up(x)), act = silu (SwiGLU) or GELU-tanh (GeGLU).
+struct GatedMlp : nn::Module {
+  GatedMlp(const ModelConfig& c, DType dtype);
   nn::Linear *gate_proj, *up_proj, *down_proj;
 };
 
@@ -29,8 +33,12 @@ struct DecoderLayer : nn::Module {
   DecoderLayer(const ModelConfig& c, DType dtype);
   nn::RmsNorm* input_layernorm;
   SelfAttention* self_attn;
+  // Before the feed-forward; with sandwich norms (Gemma 2) it normalises the attention output
+  // instead, and pre_/post_feedforward_layernorm wrap the feed-forward.
   nn::RmsNorm* post_attention_layernorm;
-  SwiGluMlp* mlp;
+  GatedMlp* mlp;
+  nn::RmsNorm* pre_feedforward_layernorm = nullptr;
+  nn::RmsNorm* post_feedforward_layernorm = nullptr;
 };
 
 // The learned initial FAM (FORMATS.md: model.fam.embeddings [fam_length, d_model]).
@@ -121,11 +129,16 @@ class FamModel : public nn::Module {
   // at most chunk_tokens × vocab logits exist at once; chunk_tokens <= 0 = all tokens at once.
   Tensor LossFromHidden(const Tensor& hidden, const Tensor& targets, const Tensor& weights,
                         int64_t chunk_tokens) const;
+  // The per-token losses behind LossFromHidden: hidden [..., d_model], targets [N] and weights [N]
+  // (or undefined) flattened; soft-capped logits (final_softcap) are chunked here instead.
+  Tensor TokenLosses(const Tensor& hidden, const Tensor& targets, const Tensor& weights,
+                     int64_t chunk_tokens) const;
 
   // The initial FAM state of every layer (§4): P pushed through the stack alone.
   std::vector<Tensor> InitialFamState(int64_t batch, const std::vector<int64_t>& offsets) const;
 
-  // Streaming inference (no gradients, no training tricks): logits [batch, n, V] of the next n tokens.
+  // Streaming inference (no gradients, no training tricks): logits [batch, n, V] of the next n
+  // tokens.
   StreamingState NewStreamingState(int64_t batch = 1) const;
   Tensor ForwardStreaming(const Tensor& tokens, StreamingState& state) const;
 
@@ -139,6 +152,8 @@ class FamModel : public nn::Module {
   Heads Project(const DecoderLayer& layer, const Tensor& rows, const Tensor& positions) const;
   Tensor OutputProjection(const DecoderLayer& layer, const Tensor& heads) const;
   Tensor FeedForward(const DecoderLayer& layer, const Tensor& residual) const;
+  // Token embeddings (× sqrt(d_model) with embedding_scale).
+  Tensor Embed(const Tensor& tokens) const;
   // S_τ from the FAM rows' heads over [S_{τ-1}, block tokens] (FAM_SPEC.md §3).
   Tensor FamUpdate(const DecoderLayer& layer, const Tensor& state, bool state_is_initial,
                    const Heads& fam, const Tensor& block_k, const Tensor& block_v) const;
@@ -147,9 +162,9 @@ class FamModel : public nn::Module {
                           Tensor* positions) const;
   // Layer `l` of the initial-state pass: FAM rows attending to themselves only.
   Tensor InitialStateLayer(int64_t l, const Tensor& rows, const Tensor& positions) const;
-  // Decoder layer `l` over the whole sequence x [batch, T, d] (layer input, token positions; for FAM
-  // the state entering the first block and BlockStatePositions). Returns the layer output; *final_state receives the FAM
-  // state after the last block (undefined without FAM).
+  // Decoder layer `l` over the whole sequence x [batch, T, d] (layer input, token positions; for
+  // FAM the state entering the first block and BlockStatePositions). Returns the layer output;
+  // *final_state receives the FAM state after the last block (undefined without FAM).
   Tensor LayerForward(int64_t l, const Tensor& x, const Tensor& positions, const Tensor& state,
                       bool state_is_initial, const Tensor& state_positions,
                       Tensor* final_state) const;

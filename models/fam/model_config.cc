@@ -1,6 +1,7 @@
 #include "models/fam/model_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,62 @@ bool ParseAttentionType(const std::string& text, AttentionType* type) {
   return true;
 }
 
+const char* FfnActivationName(FfnActivation activation) {
+  return activation == FfnActivation::kGeluTanh ? "gelu_tanh" : "silu";
+}
+
+bool ParseFfnActivation(const std::string& text, FfnActivation* activation) {
+  if (text == "silu")
+    *activation = FfnActivation::kSilu;
+  else if (text == "gelu_tanh")
+    *activation = FfnActivation::kGeluTanh;
+  else
+    return false;
+  return true;
+}
+
+const char* RopeScalingName(RopeScaling scaling) {
+  switch (scaling) {
+    case RopeScaling::kNone:
+      return "none";
+    case RopeScaling::kLinear:
+      return "linear";
+    case RopeScaling::kLlama3:
+      return "llama3";
+  }
+  return "?";
+}
+
+bool ParseRopeScaling(const std::string& text, RopeScaling* scaling) {
+  for (RopeScaling s : {RopeScaling::kNone, RopeScaling::kLinear, RopeScaling::kLlama3}) {
+    if (text == RopeScalingName(s)) {
+      *scaling = s;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool IsKnownFamily(const std::string& family) {
+  return family == "llama" || family == "mistral" || family == "qwen2" || family == "gemma" ||
+         family == "gemma2";
+}
+
+double ModelConfig::attention_scale() const {
+  return 1.0 / std::sqrt(query_scale_dim > 0 ? query_scale_dim : static_cast<double>(head_dim));
+}
+
+RopeSpec ModelConfig::rope() const {
+  RopeSpec r;
+  r.base = rope_base;
+  r.scaling = rope_scaling;
+  r.factor = rope_factor;
+  r.low_freq_factor = rope_low_freq_factor;
+  r.high_freq_factor = rope_high_freq_factor;
+  r.original_context = rope_original_context;
+  return r;
+}
+
 absl::Status ModelConfig::Validate() const {
   auto bad = [](const char* key, const auto&... why) {
     return absl::InvalidArgumentError(absl::StrCat("model.", key, ": ", why...));
@@ -50,6 +107,27 @@ absl::Status ModelConfig::Validate() const {
   if (!(norm_eps > 0)) return bad("norm_eps", "must be positive, got ", norm_eps);
   if (!(rope_base > 1)) return bad("rope_base", "must be > 1, got ", rope_base);
   if (!(init_std > 0)) return bad("init_std", "must be positive, got ", init_std);
+  if (!IsKnownFamily(family))
+    return bad("family", "expected llama, mistral, qwen2, gemma or gemma2, got \"", family, "\"");
+  if (!std::isfinite(norm_weight_offset))
+    return bad("norm_weight_offset", "must be finite, got ", norm_weight_offset);
+  if (!(attn_softcap >= 0) || !std::isfinite(attn_softcap))
+    return bad("attn_softcap", "must be >= 0 (0 = off), got ", attn_softcap);
+  if (!(final_softcap >= 0) || !std::isfinite(final_softcap))
+    return bad("final_softcap", "must be >= 0 (0 = off), got ", final_softcap);
+  if (!(query_scale_dim >= 0) || !std::isfinite(query_scale_dim))
+    return bad("query_scale_dim", "must be >= 0 (0 = head_dim), got ", query_scale_dim);
+  if (rope_scaling != RopeScaling::kNone && !(rope_factor > 0))
+    return bad("rope_scaling.factor", "must be positive, got ", rope_factor);
+  if (rope_scaling == RopeScaling::kLlama3) {
+    if (!(rope_low_freq_factor > 0))
+      return bad("rope_scaling.low_freq_factor", "must be positive, got ", rope_low_freq_factor);
+    if (!(rope_high_freq_factor > rope_low_freq_factor))
+      return bad("rope_scaling.high_freq_factor", "must exceed low_freq_factor (",
+                 rope_low_freq_factor, "), got ", rope_high_freq_factor);
+    if (!(rope_original_context > 0))
+      return bad("rope_scaling.original_context", "must be positive, got ", rope_original_context);
+  }
   if (attention.type != AttentionType::kFull) {
     if (attention.block_size < 1)
       return bad("attention.block_size", "must be positive, got ", attention.block_size);
@@ -94,7 +172,7 @@ absl::Status ModelConfig::CheckParametersFit(double bytes_per_value, double avai
       {absl::StrCat("the FAM prompt (model.attention.fam_length ", fam_rows(), " x model.d_model ",
                     d_model, ")"),
        static_cast<double>(fam_rows()) * d}};
-  double total = layers * 2 * d + d;  // norms
+  double total = layers * (sandwich_norms ? 4 : 2) * d + d;  // norms (biases are smaller)
   const Group* largest = &groups[0];
   for (const Group& g : groups) {
     total += g.values;
@@ -114,12 +192,22 @@ absl::Status ModelConfig::CheckParametersFit(double bytes_per_value, double avai
                    largest->what, ": ", FormatByteSize(largest->values * bytes_per_value)));
 }
 
+int64_t ModelConfig::NormParameterCount() const {
+  return n_layers * (sandwich_norms ? 4 : 2) * d_model + d_model /*final norm*/;
+}
+
+int64_t ModelConfig::BiasParameterCount() const {
+  const int64_t q = n_heads * head_dim, kv = n_kv_heads * head_dim;
+  return n_layers * ((qkv_bias ? q + 2 * kv : 0) + (o_bias ? d_model : 0) +
+                     (mlp_bias ? 2 * ffn_dim + d_model : 0));
+}
+
 int64_t ModelConfig::NonEmbeddingParameterCount() const {
   const int64_t q = n_heads * head_dim, kv = n_kv_heads * head_dim;
   const int64_t attn = d_model * q + 2 * d_model * kv + q * d_model;
   const int64_t ffn = 3 * d_model * ffn_dim;
-  const int64_t norms = 2 * d_model;
-  return n_layers * (attn + ffn + norms) + d_model /*final norm*/ + fam_rows() * d_model;
+  return n_layers * (attn + ffn) + NormParameterCount() + BiasParameterCount() +
+         fam_rows() * d_model;
 }
 
 int64_t ModelConfig::ParameterCount() const {
@@ -144,15 +232,14 @@ double ModelConfig::AttendedKeysPerToken(int64_t seq_len) const {
 
 double ModelConfig::TrainingFlopsPerToken(int64_t seq_len) const {
   const int64_t embed_head = vocab_size * d_model;  // LM head matmul
-  double matmul_params = static_cast<double>(NonEmbeddingParameterCount() - fam_rows() * d_model -
-                                             n_layers * 2 * d_model - d_model + embed_head);
+  const int64_t not_matmul = fam_rows() * d_model + NormParameterCount() + BiasParameterCount();
+  double matmul_params =
+      static_cast<double>(NonEmbeddingParameterCount() - not_matmul + embed_head);
   // FAM rows go through every layer's projections and FFN as extra rows: F/B more per token.
   double extra_rows = 0;
   if (fam_rows() > 0) extra_rows = static_cast<double>(fam_rows()) / attention.block_size;
   double per_layer_linear =
-      static_cast<double>(NonEmbeddingParameterCount() - fam_rows() * d_model - d_model) /
-          n_layers -
-      2.0 * d_model;
+      static_cast<double>(NonEmbeddingParameterCount() - not_matmul) / n_layers;
   double flops = 6.0 * matmul_params + 6.0 * extra_rows * per_layer_linear * n_layers;
   // Attention: QKᵀ and PV, 2 FLOPs per MAC each, ×3 for forward + backward.
   flops += 6.0 * 2.0 * n_layers * n_heads * head_dim * AttendedKeysPerToken(seq_len);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "framework/backends/rope_spec.h"
 
 namespace fam {
 
@@ -26,6 +27,16 @@ struct FamTrainingConfig {
   double state_passing_prob = 0.8;  // Random State Passing probability; 0 disables it
 };
 
+// Gate activation of the gated feed-forward: SwiGLU (silu) or GeGLU with GELU's tanh form.
+enum class FfnActivation { kSilu, kGeluTanh };
+const char* FfnActivationName(FfnActivation activation);
+bool ParseFfnActivation(const std::string& text, FfnActivation* activation);
+const char* RopeScalingName(RopeScaling scaling);
+bool ParseRopeScaling(const std::string& text, RopeScaling* scaling);
+
+// Hugging Face families whose layout `fam export` writes (and `fam import` reads).
+bool IsKnownFamily(const std::string& family);
+
 struct ModelConfig {
   int64_t vocab_size = 256000;
   int64_t d_model = 1536;
@@ -38,18 +49,42 @@ struct ModelConfig {
   double rope_base = 10000.0;
   bool tie_embeddings = false;
   double init_std = 0.02;  // N(0, init_std²) for weights; output projections scaled by 1/sqrt(2L)
+
+  // Variants of the block that pretrained families use (all off: FORMATS.md's Llama block).
+  std::string family = "llama";  // llama | mistral | qwen2 | gemma | gemma2 (export layout)
+  FfnActivation activation = FfnActivation::kSilu;
+  bool qkv_bias = false;          // biases on q/k/v projections (Qwen2; Llama attention_bias)
+  bool o_bias = false;            // bias on the output projection (Llama attention_bias)
+  bool mlp_bias = false;          // biases on gate/up/down (Llama mlp_bias)
+  double norm_weight_offset = 0;  // RMSNorm scale is (offset + w): Gemma's 1
+  bool embedding_scale = false;   // embeddings × sqrt(d_model) (Gemma)
+  bool sandwich_norms = false;    // Gemma 2: RMSNorm after attention and after the FFN too
+  double attn_softcap = 0;        // scores → cap·tanh(s / cap) (Gemma 2); 0 = off
+  double final_softcap = 0;       // logits → cap·tanh(z / cap) (Gemma 2); 0 = off
+  double query_scale_dim = 0;     // attention scale 1/sqrt(this); 0 = head_dim
+  // RoPE rescaling of long-context checkpoints (Llama 3.1+: llama3; linear interpolation).
+  RopeScaling rope_scaling = RopeScaling::kNone;
+  double rope_factor = 1.0;           // linear, llama3
+  double rope_low_freq_factor = 1.0;  // llama3
+  double rope_high_freq_factor = 4.0;
+  double rope_original_context = 8192.0;
+
   AttentionConfig attention;
   FamTrainingConfig training;
 
   // Checks ranges and consistency; the message names the offending key (e.g. "model.n_heads").
   absl::Status Validate() const;
 
+  double attention_scale() const;  // 1/sqrt(query_scale_dim or head_dim)
+  RopeSpec rope() const;           // rope_base and the rope_scaling keys
   int64_t fam_rows() const {
     return attention.type == AttentionType::kFam ? attention.fam_length : 0;
   }
   // Exact number of parameters (embeddings, layers, final norm, LM head unless tied, FAM prompt).
   int64_t ParameterCount() const;
   int64_t NonEmbeddingParameterCount() const;
+  int64_t NormParameterCount() const;  // RMSNorm scales (per layer and final)
+  int64_t BiasParameterCount() const;  // projection biases
   // Training FLOPs per token (6·N_matmul + attention over the attended span, FAM rows included),
   // at sequence length seq_len: used for MFU.
   double TrainingFlopsPerToken(int64_t seq_len) const;

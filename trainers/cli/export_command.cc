@@ -1,6 +1,6 @@
 // `fam export`: weights (a checkpoint or a safetensors file), optionally with LoRA adapters merged
-// in, as one safetensors file in FORMATS.md (Hugging Face Llama) names that `fam forward`, `fam
-// import` (with --hf-config) and other tools read.
+// in, as one safetensors file in FORMATS.md (Hugging Face) names that `fam forward`, `fam import`
+// (with --hf-config: config.json of the model's family) and transformers read.
 //
 // Sources: --weights <file>, or --checkpoint <dir> (a full checkpoint, or an adapter-only one
 // whose trainer_state.json has a "lora" object of models/fam/lora.h metadata; then --weights
@@ -57,7 +57,7 @@ Command ExportCommand() {
   c.synopsis =
       "--checkpoint <dir>|--weights <file> [--adapters <file>] --out <model.safetensors> "
       "[--dtype bf16|f32] [--merge] [--model <model.yaml>] [--hf-config <config.json>]";
-  c.summary = "weights (LoRA merged) as one safetensors file in Hugging Face Llama names";
+  c.summary = "weights (LoRA merged) as one safetensors file in Hugging Face names";
   c.flags = {
       {"checkpoint", "checkpoint directory (full, or adapter-only with --weights as base)"},
       {"weights", "safetensors weights (FORMATS.md names)"},
@@ -66,7 +66,9 @@ Command ExportCommand() {
       {"dtype", "stored dtype: f32 (default) or bf16"},
       {"merge", "merge the LoRA adapters into the weights", true},
       {"model", "model YAML (default: model.yaml next to --weights, or the checkpoint's config)"},
-      {"hf-config", "also write a Hugging Face config.json (LlamaForCausalLM) here"}};
+      {"hf-config",
+       "also write a Hugging Face config.json here, in the model's family (model.family: llama, "
+       "mistral, qwen2, gemma, gemma2)"}};
   c.run = [](const cli::Args& args) -> absl::Status {
     if (absl::Status s = args.Require({"out"}); !s.ok()) return s;
     if (!args.Has("checkpoint") && !args.Has("weights"))
@@ -133,10 +135,17 @@ Command ExportCommand() {
     } else if (args.GetBool("merge")) {
       std::cout << "note: no adapters to merge\n";
     }
+    // The HF config first: a model its family cannot express is refused before anything is
+    // written.
+    std::string hf_text;
+    if (args.Has("hf-config")) {
+      absl::StatusOr<nlohmann::json> hf = HfConfigJson(*config, dtype);
+      if (!hf.ok()) return hf.status();
+      hf_text = hf->dump(2) + "\n";
+    }
     if (absl::Status s = SaveModelWeights(model, args.Get("out"), dtype); !s.ok()) return s;
     if (args.Has("hf-config")) {
-      const std::string text = HfConfigJson(*config, dtype).dump(2) + "\n";
-      if (absl::Status s = io::WriteFileAtomic(args.Get("hf-config"), text); !s.ok()) return s;
+      if (absl::Status s = io::WriteFileAtomic(args.Get("hf-config"), hf_text); !s.ok()) return s;
     }
     std::cout << "wrote " << args.Get("out") << " (" << model.NamedParameters().size()
               << " tensors, " << DTypeName(dtype) << ")\n";

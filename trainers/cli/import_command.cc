@@ -1,5 +1,6 @@
-// `fam import`: a Hugging Face Llama checkpoint directory → our model.yaml + model.safetensors
-// (models/fam/hf_import.h says what is supported and how the FAM prompt is initialised).
+// `fam import`: a Hugging Face checkpoint directory → our model.yaml + model.safetensors
+// (models/fam/hf_config.h says which families are supported, models/fam/hf_import.h how the
+// weights are checked and the FAM prompt is initialised).
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -38,9 +39,13 @@ Command ImportCommand() {
       "--hf <dir> --out <dir> [--attention fam|bswa|full] [--block-size N] [--memory-segments N] "
       "[--fam-length N] [--fam-init span|normal] [--fam-init-start ID] [--seed N] "
       "[--dtype bf16|f32]";
-  c.summary = "Hugging Face Llama checkpoint → model.yaml + model.safetensors";
+  c.summary =
+      "Hugging Face checkpoint (llama, mistral, qwen2, gemma, gemma2) → model.yaml + "
+      "model.safetensors";
   c.flags = {{"hf", "HF directory: config.json + model.safetensors or sharded with its index"},
-             {"out", "output directory (model.yaml, model.safetensors, tokenizer.model if any)"},
+             {"out",
+              "output directory (model.yaml, model.safetensors, and tokenizer.model / "
+              "tokenizer.json / tokenizer_config.json when the source has them)"},
              {"attention", "attention of the imported model: fam (default), bswa or full"},
              {"block-size", "B: tokens per block (default 1024)"},
              {"memory-segments", "m: previous blocks attended (default 3)"},

@@ -17,9 +17,7 @@ double SumCrossEntropy(const FamModel& model, const Tensor& inputs, const Tensor
   ForwardOptions fo;
   fo.compute_logits = false;
   Tensor hidden = model.Forward(inputs, fo).hidden;
-  Tensor losses =
-      ops::LinearCrossEntropy(ops::Reshape(hidden, {-1, hidden.size(-1)}), model.lm_head_weight(),
-                              model.OnDevice(ops::Reshape(targets, {-1})), Tensor(), 2048);
+  Tensor losses = model.TokenLosses(hidden, ops::Reshape(targets, {-1}), Tensor(), 2048);
   double sum = 0;
   for (double x : losses.ToDoubles()) sum += x;
   return sum;

@@ -21,8 +21,11 @@ namespace fs = std::filesystem;
 
 constexpr char kFamPrompt[] = "model.fam.embeddings";
 
+// Norm scales and projection biases follow optimizer.decay_norms; embeddings, the LM head and the
+// FAM prompt follow decay_embeddings.
 bool IsNormOrEmbedding(const std::string& name, bool* is_norm) {
-  *is_norm = name.find("layernorm") != std::string::npos || name == "model.norm.weight";
+  const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+  *is_norm = name.find("layernorm") != std::string::npos || name == "model.norm.weight" || bias;
   return *is_norm || name == "model.embed_tokens.weight" || name == "lm_head.weight" ||
          name == kFamPrompt;
 }

@@ -103,9 +103,11 @@ absl::StatusOr<std::vector<PlannedParameter>> PlannedParameters(const RunConfig&
   for (int64_t l = 0; l < m.n_layers; ++l) {
     const int unit = static_cast<int>(l + 1);
     const std::string prefix = absl::StrCat("model.layers.", l, ".");
-    auto linear = [&](const std::string& name, int64_t out_dim, int64_t in_dim, bool attention) {
+    auto linear = [&](const std::string& name, int64_t out_dim, int64_t in_dim, bool attention,
+                      bool bias) {
       const std::string full = prefix + name;
       out.push_back({full + ".weight", {out_dim, in_dim}, base_trains, unit});
+      if (bias) out.push_back({full + ".bias", {out_dim}, base_trains, unit});
       if (!lora) return;
       bool adapted = false;
       for (size_t i = 0; i < config.lora.targets.size(); ++i) {
@@ -119,14 +121,18 @@ absl::StatusOr<std::vector<PlannedParameter>> PlannedParameters(const RunConfig&
       out.push_back({full + ".lora_B.weight", {out_dim, r}, true, unit});
     };
     out.push_back({prefix + "input_layernorm.weight", {d}, base_trains, unit});
-    linear("self_attn.q_proj", q, d, true);
-    linear("self_attn.k_proj", kv, d, true);
-    linear("self_attn.v_proj", kv, d, true);
-    linear("self_attn.o_proj", d, q, true);
+    linear("self_attn.q_proj", q, d, true, m.qkv_bias);
+    linear("self_attn.k_proj", kv, d, true, m.qkv_bias);
+    linear("self_attn.v_proj", kv, d, true, m.qkv_bias);
+    linear("self_attn.o_proj", d, q, true, m.o_bias);
     out.push_back({prefix + "post_attention_layernorm.weight", {d}, base_trains, unit});
-    linear("mlp.gate_proj", f, d, false);
-    linear("mlp.up_proj", f, d, false);
-    linear("mlp.down_proj", d, f, false);
+    linear("mlp.gate_proj", f, d, false, m.mlp_bias);
+    linear("mlp.up_proj", f, d, false, m.mlp_bias);
+    linear("mlp.down_proj", d, f, false, m.mlp_bias);
+    if (m.sandwich_norms) {
+      out.push_back({prefix + "pre_feedforward_layernorm.weight", {d}, base_trains, unit});
+      out.push_back({prefix + "post_feedforward_layernorm.weight", {d}, base_trains, unit});
+    }
   }
   if (lora) {
     for (size_t i = 0; i < pattern_used.size(); ++i)

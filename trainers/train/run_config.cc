@@ -59,6 +59,41 @@ void VisitModel(YamlReader& r, ModelConfig* m) {
   r.Get("tie_embeddings", &m->tie_embeddings, "the LM head reuses the embedding matrix");
   r.Get("init_std", &m->init_std, Positive(),
         "std of the normal weight init (output projections scaled by 1/sqrt(2 n_layers))");
+  r.Get("family", &m->family,
+        "HF family of the block (llama, mistral, qwen2, gemma, gemma2): `fam export`'s layout");
+  r.GetEnum(
+      "activation", &m->activation,
+      Names<FfnActivation>{{"silu", FfnActivation::kSilu}, {"gelu_tanh", FfnActivation::kGeluTanh}},
+      "gate activation of the gated feed-forward (SwiGLU: silu; Gemma: gelu_tanh)");
+  r.Get("qkv_bias", &m->qkv_bias, "biases on the q/k/v projections (Qwen2)");
+  r.Get("o_bias", &m->o_bias, "bias on the attention output projection");
+  r.Get("mlp_bias", &m->mlp_bias, "biases on the feed-forward projections");
+  r.Get("norm_weight_offset", &m->norm_weight_offset, InRange(-16, 16),
+        "RMSNorm scales by (offset + weight); Gemma: 1");
+  r.Get("embedding_scale", &m->embedding_scale, "multiply embeddings by sqrt(d_model) (Gemma)");
+  r.Get("sandwich_norms", &m->sandwich_norms,
+        "RMSNorm after attention and after the feed-forward as well (Gemma 2)");
+  r.Get("attn_softcap", &m->attn_softcap, AtLeast(0),
+        "attention scores soft-capped to cap*tanh(s/cap) (Gemma 2); 0 = off");
+  r.Get("final_softcap", &m->final_softcap, AtLeast(0),
+        "logits soft-capped to cap*tanh(z/cap) (Gemma 2); 0 = off");
+  r.Get("query_scale_dim", &m->query_scale_dim, AtLeast(0),
+        "attention scale is 1/sqrt(query_scale_dim); 0 = head_dim");
+  r.Section(
+      "rope_scaling",
+      [&](YamlReader& s) {
+        s.GetEnum("type", &m->rope_scaling,
+                  Names<RopeScaling>{{"none", RopeScaling::kNone},
+                                     {"linear", RopeScaling::kLinear},
+                                     {"llama3", RopeScaling::kLlama3}},
+                  "RoPE rescaling of long-context checkpoints");
+        s.Get("factor", &m->rope_factor, Positive(), "frequency divisor (linear, llama3)");
+        s.Get("low_freq_factor", &m->rope_low_freq_factor, Positive(), "llama3");
+        s.Get("high_freq_factor", &m->rope_high_freq_factor, Positive(), "llama3");
+        s.Get("original_context", &m->rope_original_context, Positive(),
+              "llama3: the pretraining context length");
+      },
+      "RoPE frequency rescaling (Llama 3.1+: llama3)");
   r.Section(
       "attention",
       [&](YamlReader& a) {
@@ -533,6 +568,21 @@ std::string ModelConfigHash(const ModelConfig& model) {
   VisitModel(writer, &copy);
   tree.Erase("init_std");
   tree.Erase("training");
+  // The pretrained-family variants enter the hash only when set, so the hash of a plain block
+  // (and every checkpoint written before the variants existed) is unchanged.
+  const ModelConfig plain;
+  if (model.family == plain.family) tree.Erase("family");
+  if (model.activation == plain.activation) tree.Erase("activation");
+  if (model.qkv_bias == plain.qkv_bias) tree.Erase("qkv_bias");
+  if (model.o_bias == plain.o_bias) tree.Erase("o_bias");
+  if (model.mlp_bias == plain.mlp_bias) tree.Erase("mlp_bias");
+  if (model.norm_weight_offset == plain.norm_weight_offset) tree.Erase("norm_weight_offset");
+  if (model.embedding_scale == plain.embedding_scale) tree.Erase("embedding_scale");
+  if (model.sandwich_norms == plain.sandwich_norms) tree.Erase("sandwich_norms");
+  if (model.attn_softcap == plain.attn_softcap) tree.Erase("attn_softcap");
+  if (model.final_softcap == plain.final_softcap) tree.Erase("final_softcap");
+  if (model.query_scale_dim == plain.query_scale_dim) tree.Erase("query_scale_dim");
+  if (model.rope_scaling == RopeScaling::kNone) tree.Erase("rope_scaling");
   return Fnv1a64Hex(FlattenYaml(tree));
 }
 

@@ -37,6 +37,18 @@ constexpr int64_t kKeyChunk = 256;  // keys per chunk (a multiple of every kCols
 constexpr int64_t kQueryTile = 32;  // query rows per task (smaller when work is scarce)
 constexpr int64_t kMinParallelWork = int64_t{1} << 16;  // q·k products worth a parallel region
 
+// x[c] = cap·tanh(x[c] / cap) for c < n (Gemma 2's score soft-capping); grad, when given,
+// receives d(capped)/dx = 1 − tanh².
+template <typename T>
+void SoftCap(T* x, int64_t n, T cap, T* grad) {
+  const T inv = T(1) / cap;
+  for (int64_t c = 0; c < n; ++c) {
+    const T t = std::tanh(x[c] * inv);
+    x[c] = cap * t;
+    if (grad) grad[c] = T(1) - t * t;
+  }
+}
+
 // ---- problem description ----
 
 // A [B, H, T, D] tensor read through its strides (last stride 1).
@@ -66,6 +78,7 @@ template <typename T>
 struct Problem {
   int64_t batch = 0, hq = 0, hkv = 0, tq = 0, d = 0;
   T scale = 1;
+  T softcap = 0;  // > 0: scores become softcap·tanh(s / softcap)
   Rows<T> q;
   std::vector<Segment<T>> segs;
   int64_t width_cap = 0;   // sum of segment widths
@@ -143,7 +156,7 @@ void CheckArgs(const char* what, const Tensor& q, const std::vector<Tensor>& k,
 template <typename T>
 Problem<T> MakeProblem(Backend& backend, const Tensor& q, const std::vector<Tensor>& k,
                        const std::vector<Tensor>& v, const std::vector<KeyMask>& masks,
-                       double scale, std::vector<Tensor>* keep) {
+                       double scale, double softcap, std::vector<Tensor>* keep) {
   Problem<T> p;
   p.batch = q.shape()[0];
   p.hq = q.shape()[1];
@@ -151,6 +164,7 @@ Problem<T> MakeProblem(Backend& backend, const Tensor& q, const std::vector<Tens
   p.d = q.shape()[3];
   p.hkv = k.empty() ? 1 : k[0].shape()[1];
   p.scale = static_cast<T>(scale);
+  p.softcap = static_cast<T>(softcap);
   keep->push_back(UnitLastStride(backend, q));
   p.q = RowsOf<T>(keep->back());
   for (size_t j = 0; j < k.size(); ++j) {
@@ -221,7 +235,8 @@ void ForwardTile(const Problem<T>& p, const std::vector<T>& kt, int64_t b, int64
     for (size_t j = 0; j < p.segs.size(); ++j) {
       const int64_t end = j + 1 < p.segs.size() ? offset[j + 1] : width;
       const int64_t n = p.Visible(p.segs[j], r0 + r);
-      const T* seg_row = row + offset[j];
+      T* seg_row = row + offset[j];
+      if (p.softcap > 0) SoftCap<T>(seg_row, n, p.softcap, nullptr);
       for (int64_t c = 0; c < n; ++c) mx = seg_row[c] > mx ? seg_row[c] : mx;
       std::fill(row + offset[j] + n, row + end, kNegInf);
     }
@@ -276,14 +291,15 @@ void Forward(const Problem<T>& p, const Tensor& out_t, const Tensor& lse_t) {
 
 template <typename T>
 struct BackwardScratch {
-  std::vector<T> qs, dout, delta, dq, s, dp;
+  std::vector<T> qs, dout, delta, dq, s, dp, cap_grad;
   explicit BackwardScratch(const Problem<T>& p)
       : qs(p.tile * p.d),
         dout(p.tile * p.d),
         delta(p.tile),
         dq(p.tile * p.d),
         s(p.tile * kKeyChunk),
-        dp(p.tile * kKeyChunk) {}
+        dp(p.tile * kKeyChunk),
+        cap_grad(p.softcap > 0 ? kKeyChunk : 0) {}
 };
 
 template <typename T>
@@ -340,9 +356,12 @@ void BackwardTile(const Problem<T>& p, const GradIo<T>& io, int64_t b, int64_t h
           std::fill(dsrow, dsrow + cw, T(0));
           continue;
         }
+        if (p.softcap > 0) SoftCap<T>(prow, visible, p.softcap, w.cap_grad.data());
         ExpShiftSum(prow, visible, lse[r]);
         const T delta = w.delta[r];
         for (int64_t c = 0; c < visible; ++c) dsrow[c] = prow[c] * (dsrow[c] - delta);
+        if (p.softcap > 0)
+          for (int64_t c = 0; c < visible; ++c) dsrow[c] *= w.cap_grad[c];
         std::fill(prow + visible, prow + cw, T(0));
         std::fill(dsrow + visible, dsrow + cw, T(0));
       }
@@ -452,7 +471,8 @@ void CpuBackend::AttentionForward(const AttentionArgs& args) {
   DispatchFloat(args.q.dtype(), "attention", [&](auto tag) {
     using T = decltype(tag);
     std::vector<Tensor> keep;
-    Problem<T> p = MakeProblem<T>(*this, args.q, args.k, args.v, args.masks, args.scale, &keep);
+    Problem<T> p =
+        MakeProblem<T>(*this, args.q, args.k, args.v, args.masks, args.scale, args.softcap, &keep);
     Forward(p, args.out, args.lse);
   });
 }
@@ -478,7 +498,8 @@ void CpuBackend::AttentionBackward(const AttentionGradArgs& args) {
   DispatchFloat(args.q.dtype(), "attention", [&](auto tag) {
     using T = decltype(tag);
     std::vector<Tensor> keep;
-    Problem<T> p = MakeProblem<T>(*this, args.q, args.k, args.v, args.masks, args.scale, &keep);
+    Problem<T> p =
+        MakeProblem<T>(*this, args.q, args.k, args.v, args.masks, args.scale, args.softcap, &keep);
     GradIo<T> io;
     keep.push_back(UnitLastStride(*this, args.out));
     io.out = RowsOf<T>(keep.back());

@@ -1,6 +1,6 @@
-// CPU kernel: rotate-half rotary position embedding. Angles pos·base^(-2i/D) and their sin/cos are
-// computed in double (positions may be negative or ~10^6), once per (batch, position) and shared
-// by all heads.
+// CPU kernel: rotate-half rotary position embedding. Angles pos·RopeInverseFrequency(i) and their
+// sin/cos are computed in double (positions may be negative or ~10^6), once per (batch, position)
+// and shared by all heads.
 #include <cmath>
 #include <vector>
 
@@ -19,7 +19,7 @@ int64_t PositionAt(const Tensor& positions, int64_t i) {
 
 }  // namespace
 
-void CpuBackend::Rope(const Tensor& x, const Tensor& positions, double base, bool inverse,
+void CpuBackend::Rope(const Tensor& x, const Tensor& positions, const RopeSpec& rope, bool inverse,
                       const Tensor& out) {
   FAM_ASSERT(x.dim() == 4 && x.is_contiguous() && out.shape() == x.shape() && out.is_contiguous());
   const int64_t b = x.shape()[0], h = x.shape()[1], t = x.shape()[2], d = x.shape()[3];
@@ -30,8 +30,7 @@ void CpuBackend::Rope(const Tensor& x, const Tensor& positions, double base, boo
             "rope: positions must be i32 or i64, got ", positions.Describe());
   const int64_t half = d / 2;
   std::vector<double> inv_freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i)
-    inv_freq[i] = std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+  for (int64_t i = 0; i < half; ++i) inv_freq[i] = formula::RopeInverseFrequency(rope, i, d);
   const double sign = inverse ? -1.0 : 1.0;
   DispatchFloat(x.dtype(), "rope", [&](auto tag) {
     using T = decltype(tag);

@@ -84,6 +84,8 @@ TiledAttention Describe(const char* what, const Tensor& q, const std::vector<Ten
 
 void AttentionForward(const AttentionArgs& args, cudaStream_t stream) {
   const char* what = "cuda attention forward";
+  FAM_CHECK(args.softcap == 0, what,
+            ": score soft-capping (Gemma 2's attn_logit_softcapping) is not implemented on CUDA");
   TiledAttention p = Describe(what, args.q, args.k, args.v, args.masks, args.scale);
   const Shape& qs = args.q.shape();
   FAM_CHECK(Dense(args.out) && Dense(args.lse) && args.out.shape() == qs &&
@@ -101,6 +103,8 @@ void AttentionForward(const AttentionArgs& args, cudaStream_t stream) {
 
 void AttentionBackward(const AttentionGradArgs& args, cudaStream_t stream) {
   const char* what = "cuda attention backward";
+  FAM_CHECK(args.softcap == 0, what,
+            ": score soft-capping (Gemma 2's attn_logit_softcapping) is not implemented on CUDA");
   TiledAttention p = Describe(what, args.q, args.k, args.v, args.masks, args.scale);
   const Shape& qs = args.q.shape();
   const DType dtype = args.q.dtype();

@@ -67,7 +67,7 @@ class CudaBackend : public Backend {
   void CrossEntropyBackward(const Tensor& logits, const Tensor& targets, const Tensor& weights,
                             int64_t ignore_index, const Tensor& lse, const Tensor& grad_losses,
                             const Tensor& grad_logits) override;
-  void Rope(const Tensor& x, const Tensor& positions, double base, bool inverse,
+  void Rope(const Tensor& x, const Tensor& positions, const RopeSpec& rope, bool inverse,
             const Tensor& out) override;
   void EmbeddingForward(const Tensor& table, const Tensor& ids, const Tensor& out) override;
   void EmbeddingBackward(const Tensor& ids, const Tensor& grad_out,

@@ -9,6 +9,7 @@
 
 #include "framework/backends/cuda/cuda_indexing.h"
 #include "framework/backends/op_kinds.h"
+#include "framework/backends/rope_spec.h"
 #include "framework/core/dtype.h"
 
 namespace fam::cuda {
@@ -70,8 +71,8 @@ void LaunchCrossEntropyBackward(DType dtype, const void* logits, DType target_dt
 
 // cuda_rope_embedding.cu.
 void LaunchRope(DType dtype, const void* x, DType position_dtype, const void* positions,
-                double base, bool inverse, void* out, int64_t b, int64_t h, int64_t t, int64_t d,
-                cudaStream_t stream);
+                const RopeSpec& rope, bool inverse, void* out, int64_t b, int64_t h, int64_t t,
+                int64_t d, cudaStream_t stream);
 // Row gather of elem_size-byte elements; ids i32/i64 (already validated).
 void LaunchEmbeddingForward(int elem_size, const void* table, DType id_dtype, const void* ids,
                             void* out, int64_t n, int64_t d, cudaStream_t stream);

@@ -6,7 +6,7 @@
 
 namespace fam::cuda {
 
-void CudaBackend::Rope(const Tensor& x, const Tensor& positions, double base, bool inverse,
+void CudaBackend::Rope(const Tensor& x, const Tensor& positions, const RopeSpec& rope, bool inverse,
                        const Tensor& out) {
   FAM_CHECK(x.dim() == 4, "rope on cuda: expected [B, H, T, D], got ", x.Describe());
   CheckFloat("rope", x);
@@ -21,7 +21,7 @@ void CudaBackend::Rope(const Tensor& x, const Tensor& positions, double base, bo
   FAM_CHECK(positions.dtype() == DType::kI64 || positions.dtype() == DType::kI32,
             "rope: positions must be i32 or i64, got ", positions.Describe());
   DeviceGuard guard(device_);
-  LaunchRope(x.dtype(), x.raw_data(), positions.dtype(), positions.raw_data(), base, inverse,
+  LaunchRope(x.dtype(), x.raw_data(), positions.dtype(), positions.raw_data(), rope, inverse,
              out.raw_data(), b, h, t, d, stream_);
 }
 

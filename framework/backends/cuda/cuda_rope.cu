@@ -1,4 +1,5 @@
-// CUDA kernels: rotate-half RoPE (angles and their sin/cos in double, as cpu_rope.cc).
+// CUDA kernels: rotate-half RoPE (angles and their sin/cos in double, as cpu_rope.cc; frequencies
+// from formula::RopeInverseFrequency).
 #include "framework/backends/cuda/cuda_common.cuh"
 
 namespace fam::cuda {
@@ -6,7 +7,7 @@ namespace {
 
 // One thread per (b, h, t, i < D/2) pair of rotated elements.
 template <typename T, typename P>
-__global__ void RopeKernel(const T* x, const P* positions, double base, double sign, T* out,
+__global__ void RopeKernel(const T* x, const P* positions, RopeSpec rope, double sign, T* out,
                            int64_t b, int64_t h, int64_t t, int64_t d) {
   const int64_t half = d / 2;
   const int64_t total = b * h * t * half;
@@ -16,7 +17,7 @@ __global__ void RopeKernel(const T* x, const P* positions, double base, double s
     const int64_t ti = row % t;
     const int64_t bi = row / (h * t);
     const double pos = static_cast<double>(positions[bi * t + ti]);
-    const double inv_freq = pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(d));
+    const double inv_freq = formula::RopeInverseFrequency(rope, i, d);
     const double angle = pos * inv_freq;
     const T c = static_cast<T>(cos(angle));
     const T s = static_cast<T>(sign * sin(angle));
@@ -31,8 +32,8 @@ __global__ void RopeKernel(const T* x, const P* positions, double base, double s
 }  // namespace
 
 void LaunchRope(DType dtype, const void* x, DType position_dtype, const void* positions,
-                double base, bool inverse, void* out, int64_t b, int64_t h, int64_t t, int64_t d,
-                cudaStream_t stream) {
+                const RopeSpec& rope, bool inverse, void* out, int64_t b, int64_t h, int64_t t,
+                int64_t d, cudaStream_t stream) {
   const int64_t total = b * h * t * (d / 2);
   if (total == 0) return;
   bool index_ok = false;
@@ -41,7 +42,7 @@ void LaunchRope(DType dtype, const void* x, DType position_dtype, const void* po
     index_ok = VisitIndex(position_dtype, [&](auto ptag) {
       using P = decltype(ptag);
       RopeKernel<T, P><<<BlocksFor(total), kThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<const P*>(positions), base, inverse ? -1.0 : 1.0,
+          static_cast<const T*>(x), static_cast<const P*>(positions), rope, inverse ? -1.0 : 1.0,
           static_cast<T*>(out), b, h, t, d);
     });
   });
