@@ -1,4 +1,5 @@
 #include <unordered_map>
+#include <unordered_set>
 
 #include "framework/autograd/node.h"
 
@@ -111,6 +112,9 @@ void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* captu
 
   NoGradGuard no_grad;
   std::unordered_map<Node*, Tensor> grads;
+  // Slots holding a buffer the engine allocated itself (safe to add into in place); other slots
+  // may alias a tensor some node returned for several inputs.
+  std::unordered_set<Node*> owned;
   grads[start.get()] = grad;
   std::vector<std::shared_ptr<Node>> ready{start};
   while (!ready.empty()) {
@@ -120,8 +124,11 @@ void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* captu
     if (auto it = grads.find(node.get()); it != grads.end()) {
       g = std::move(it->second);
       grads.erase(it);
+      owned.erase(node.get());
     }
     std::vector<Tensor> input_grads;
+    GradRegion region;
+    bool has_region = false;
     auto* acc = capture ? dynamic_cast<AccumulateGrad*>(node.get()) : nullptr;
     if (acc && g.defined()) {
       if (std::shared_ptr<TensorImpl> leaf = acc->leaf()) {
@@ -133,7 +140,8 @@ void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* captu
         ThrowInvalid("backward() through a graph that was already consumed by an earlier ",
                      "backward() (node ", node->name(), ")");
       }
-      input_grads = node->Backward(g);
+      has_region = node->next.size() == 1 && node->BackwardRegion(g, &region);
+      if (!has_region) input_grads = node->Backward(g);
     }
     g = Tensor();
     node->Release();
@@ -144,9 +152,30 @@ void RunBackward(const Tensor& root, const Tensor& grad_root, GradCapture* captu
     for (size_t i = 0; i < next.size(); ++i) {
       if (!next[i]) continue;
       Node* target = next[i].get();
-      if (i < input_grads.size() && input_grads[i].defined()) {
+      if (has_region && i == 0) {
         Tensor& slot = grads[target];
-        slot = slot.defined() ? Arithmetic().add(slot, input_grads[i]) : input_grads[i];
+        if (!slot.defined()) {
+          slot =
+              Arithmetic().zeros(region.input_shape, region.values.dtype(), region.values.device());
+        } else if (!owned.count(target)) {
+          slot = Arithmetic().clone(slot);
+        }
+        owned.insert(target);
+        const int64_t end = region.start + region.values.shape()[region.axis];
+        Arithmetic().add_in_place(Arithmetic().slice(slot, region.axis, region.start, end),
+                                  region.values);
+      } else if (i < input_grads.size() && input_grads[i].defined()) {
+        Tensor& slot = grads[target];
+        if (slot.defined()) {
+          if (owned.count(target)) {
+            Arithmetic().add_in_place(slot, input_grads[i]);
+          } else {
+            slot = Arithmetic().add(slot, input_grads[i]);
+            owned.insert(target);
+          }
+        } else {
+          slot = input_grads[i];
+        }
       }
       if (--pending[target] == 0) ready.push_back(next[i]);
     }

@@ -12,11 +12,26 @@
 
 namespace fam {
 
+// A gradient that covers only part of a node's single input: `values` belongs at
+// [start, start + values.size(axis)) along `axis` of an input of shape `input_shape`, zero
+// elsewhere.
+struct GradRegion {
+  Tensor values;
+  int axis = 0;
+  int64_t start = 0;
+  Shape input_shape;
+};
+
 class Node {
  public:
   virtual ~Node() = default;
   // Gradients w.r.t. each input (one per edge; an undefined Tensor means "no gradient").
   virtual std::vector<Tensor> Backward(const Tensor& grad_output) = 0;
+  // A node with one input whose gradient is nonzero on a region only (a slice) may describe it
+  // here instead: the engine then adds `values` into that region of one gradient buffer per
+  // input, so n slices of one tensor cost their own sizes plus one zero fill, not n whole-tensor
+  // gradients. Returns false to use Backward.
+  virtual bool BackwardRegion(const Tensor& grad_output, GradRegion* region) { return false; }
   virtual std::string name() const = 0;
   // Frees saved tensors once Backward has run (retain-free backward).
   virtual void Release() {}
@@ -40,6 +55,8 @@ struct GradArithmetic {
   void (*add_in_place)(const Tensor& dst, const Tensor& src) = nullptr;  // dst += src
   Tensor (*cast)(const Tensor& x, DType dtype) = nullptr;
   Tensor (*clone)(const Tensor& x) = nullptr;
+  Tensor (*zeros)(const Shape& shape, DType dtype, Device device) = nullptr;
+  Tensor (*slice)(const Tensor& x, int axis, int64_t start, int64_t end) = nullptr;  // a view
 };
 void InstallGradArithmetic(const GradArithmetic& arithmetic);
 

@@ -15,6 +15,12 @@ const bool g_grad_arithmetic_installed = [] {
   arithmetic.add_in_place = [](const Tensor& dst, const Tensor& src) { AddInPlace(dst, src); };
   arithmetic.cast = [](const Tensor& x, DType dtype) { return Cast(x, dtype); };
   arithmetic.clone = [](const Tensor& x) { return Clone(x); };
+  arithmetic.zeros = [](const Shape& shape, DType dtype, Device device) {
+    return Tensor::Zeros(shape, dtype, device);
+  };
+  arithmetic.slice = [](const Tensor& x, int axis, int64_t start, int64_t end) {
+    return Slice(x, axis, start, end);
+  };
   InstallGradArithmetic(arithmetic);
   return true;
 }();

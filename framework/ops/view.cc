@@ -1,5 +1,5 @@
-// Views: reshape, transpose, permute, slice, (un)squeeze, expand. They share storage with their input;
-// backward maps the gradient back to the input's shape.
+// Views: reshape, transpose, permute, slice, (un)squeeze, expand. They share storage with their
+// input; backward maps the gradient back to the input's shape.
 #include <numeric>
 
 #include "framework/ops/op_util.h"
@@ -39,6 +39,10 @@ class SliceBackward : public Node {
     Tensor grad = Tensor::Zeros(input_shape_, g.dtype(), g.device());
     CopyInPlace(Slice(grad, axis_, start_, start_ + g.shape()[axis_]), g);
     return {grad};
+  }
+  bool BackwardRegion(const Tensor& g, GradRegion* region) override {
+    *region = {g, axis_, start_, input_shape_};
+    return true;
   }
   std::string name() const override { return "Slice"; }
 
@@ -117,8 +121,8 @@ Tensor Slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
   const int64_t n = x.shape()[a];
   if (start < 0) start += n;
   if (end < 0) end += n;
-  FAM_CHECK(0 <= start && start <= end && end <= n, "slice [", start, ", ", end, ") out of range for axis ",
-            a, " of ", x.Describe());
+  FAM_CHECK(0 <= start && start <= end && end <= n, "slice [", start, ", ", end,
+            ") out of range for axis ", a, " of ", x.Describe());
   Shape shape = x.shape();
   shape[a] = end - start;
   Tensor out = ViewOf(x, shape, x.strides(), x.offset() + start * x.strides()[a]);
