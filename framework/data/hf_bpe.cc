@@ -33,7 +33,7 @@ class Bpe : public Model {
         return;
       }
     }
-    {
+    if (piece.size() <= kCachedBytes) {
       std::lock_guard<std::mutex> lock(cache_mutex_);
       auto it = cache_.find(piece);
       if (it != cache_.end()) {
@@ -43,6 +43,7 @@ class Bpe : public Model {
     }
     std::vector<int32_t> word = MergeWord(piece);
     ids->insert(ids->end(), word.begin(), word.end());
+    if (piece.size() > kCachedBytes) return;  // long pieces (no pre-tokenizer) are not kept
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() >= kCacheEntries) cache_.clear();
     cache_.emplace(std::string(piece), std::move(word));
@@ -50,6 +51,7 @@ class Bpe : public Model {
 
  private:
   static constexpr size_t kCacheEntries = 1 << 18;
+  static constexpr size_t kCachedBytes = 256;
 
   struct Symbol {
     int32_t id;

@@ -20,7 +20,7 @@ class Unigram : public Model {
 
   void Tokenize(std::string_view piece, std::vector<int32_t>* ids) const override {
     if (piece.empty()) return;
-    {
+    if (piece.size() <= kCachedBytes) {
       std::lock_guard<std::mutex> lock(cache_mutex_);
       auto it = cache_.find(piece);
       if (it != cache_.end()) {
@@ -30,6 +30,7 @@ class Unigram : public Model {
     }
     std::vector<int32_t> out = Segment(piece);
     ids->insert(ids->end(), out.begin(), out.end());
+    if (piece.size() > kCachedBytes) return;  // long pieces (no pre-tokenizer) are not kept
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() >= kCacheEntries) cache_.clear();
     cache_.emplace(std::string(piece), std::move(out));
@@ -37,6 +38,7 @@ class Unigram : public Model {
 
  private:
   static constexpr size_t kCacheEntries = 1 << 18;
+  static constexpr size_t kCachedBytes = 256;
 
   std::vector<int32_t> Segment(std::string_view s) const {
     struct Node {

@@ -159,17 +159,6 @@ class SentencePieceTokenizer : public TokenizerImpl {
   bool marks_line_start_ = true;  // the model adds a word-start marker at the start of a line
 };
 
-// A tokenizer.json: named so, or JSON text (a SentencePiece model is a binary protobuf).
-bool IsJsonFile(const std::string& path) {
-  if (std::filesystem::path(path).extension() == ".json") return true;
-  std::ifstream in(path, std::ios::binary);
-  char c = 0;
-  while (in.get(c)) {
-    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return c == '{';
-  }
-  return false;
-}
-
 }  // namespace
 
 std::string FindTokenizerFile(const std::string& dir) {
@@ -181,13 +170,70 @@ std::string FindTokenizerFile(const std::string& dir) {
   return "";
 }
 
+bool IsTokenizerJson(const std::string& path) {
+  if (std::filesystem::path(path).extension() == ".json") return true;
+  std::ifstream in(path, std::ios::binary);
+  char c = 0;
+  while (in.get(c)) {
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return c == '{';
+  }
+  return false;
+}
+
+absl::StatusOr<std::string> CopyTokenizer(const std::string& src, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_regular_file(src, ec)) {
+    return absl::NotFoundError(absl::StrCat("tokenizer not found: ", src));
+  }
+  const bool is_json = IsTokenizerJson(src);
+  const fs::path d(dir);
+  const fs::path dst = d / (is_json ? "tokenizer.json" : "tokenizer.model");
+  // (companion beside src, its name in dir)
+  const fs::path companion_src = is_json ? fs::path(src).parent_path() / "tokenizer_config.json"
+                                         : fs::path(src).replace_extension(".vocab");
+  const fs::path companion_dst = d / (is_json ? "tokenizer_config.json" : "tokenizer.vocab");
+  static const char* const kJsonFiles[] = {"tokenizer.json", "tokenizer_config.json"};
+  static const char* const kModelFiles[] = {"tokenizer.model", "tokenizer.vocab"};
+  for (const char* stale : is_json ? kModelFiles : kJsonFiles) {
+    if (!fs::equivalent(src, d / stale, ec)) fs::remove(d / stale, ec);
+  }
+  if (fs::equivalent(src, dst, ec)) return dst.string();
+  fs::copy_file(src, dst, fs::copy_options::overwrite_existing, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot copy tokenizer ", src, " to ", dst.string(), ": ", ec.message()));
+  }
+  fs::remove(companion_dst, ec);
+  if (fs::is_regular_file(companion_src, ec)) {
+    fs::copy_file(companion_src, companion_dst, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("cannot copy ", companion_src.string(), " to ",
+                                              companion_dst.string(), ": ", ec.message()));
+    }
+  }
+  return dst.string();
+}
+
+std::vector<std::string> TokenizerFilesIn(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const char* name :
+       {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "tokenizer.vocab"}) {
+    if (std::filesystem::is_regular_file(std::filesystem::path(dir) / name, ec)) {
+      names.push_back(name);
+    }
+  }
+  return names;
+}
+
 absl::StatusOr<Tokenizer> Tokenizer::Load(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat("tokenizer model not found: ", path));
   }
   absl::StatusOr<std::shared_ptr<const TokenizerImpl>> impl =
-      IsJsonFile(path) ? LoadHfTokenizer(path) : SentencePieceTokenizer::Load(path);
+      IsTokenizerJson(path) ? LoadHfTokenizer(path) : SentencePieceTokenizer::Load(path);
   if (!impl.ok()) return impl.status();
   Tokenizer tok;
   tok.path_ = path;

@@ -27,6 +27,17 @@ class TokenizerImpl;
 // The tokenizer file in `dir`: tokenizer.json when present, else tokenizer.model; empty when
 // neither exists.
 std::string FindTokenizerFile(const std::string& dir);
+// True when `path` is a Hugging Face tokenizer.json: its name ends in .json or its text starts
+// with '{' (a SentencePiece model is a binary protobuf).
+bool IsTokenizerJson(const std::string& path);
+// Copies the tokenizer at `src` into `dir`, keeping its kind: a tokenizer.json becomes
+// dir/tokenizer.json, with the tokenizer_config.json beside it when there is one; a SentencePiece
+// model becomes dir/tokenizer.model, with its .vocab when there is one. Tokenizer files of the
+// other kind (or a stale companion) are removed from dir. Returns the copied tokenizer's path.
+absl::StatusOr<std::string> CopyTokenizer(const std::string& src, const std::string& dir);
+// The names of the tokenizer files present in `dir`, of tokenizer.json, tokenizer_config.json,
+// tokenizer.model and tokenizer.vocab, in that order.
+std::vector<std::string> TokenizerFilesIn(const std::string& dir);
 
 struct TokenizerTrainOptions {
   std::string model_type = "bpe";         // "bpe" or "unigram"

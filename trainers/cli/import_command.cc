@@ -40,7 +40,7 @@ Command ImportCommand() {
       "[--dtype bf16|f32]";
   c.summary = "Hugging Face Llama checkpoint → model.yaml + model.safetensors";
   c.flags = {{"hf", "HF directory: config.json + model.safetensors or sharded with its index"},
-             {"out", "output directory (model.yaml, model.safetensors, tokenizer.model if any)"},
+             {"out", "output directory (model.yaml, model.safetensors, the tokenizer if any)"},
              {"attention", "attention of the imported model: fam (default), bswa or full"},
              {"block-size", "B: tokens per block (default 1024)"},
              {"memory-segments", "m: previous blocks attended (default 3)"},
