@@ -150,7 +150,7 @@ absl::StatusOr<std::unique_ptr<Model>> Bpe::Parse(const json& j, const JsonFile&
     absl::StatusOr<std::string> v = file.String(j, key, "model");
     if (!v.ok()) return v.status();
     if (!v->empty()) {
-      return file.Error(absl::StrCat("model.", key), absl::StrCat("'", *v, "' is not supported"));
+      return file.Error(absl::StrCat("model.", key), absl::StrCat(Quoted(*v), " is not supported"));
     }
   }
   for (auto [key, field] :
@@ -168,7 +168,7 @@ absl::StatusOr<std::unique_ptr<Model>> Bpe::Parse(const json& j, const JsonFile&
   std::vector<bool> seen(n, false);
   bpe->to_id_.reserve(n);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    const std::string where = absl::StrCat("model.vocab['", it.key(), "']");
+    const std::string where = absl::StrCat("model.vocab[", Quoted(it.key()), "]");
     if (!it.value().is_number_integer()) return file.Error(where, "expected an integer id");
     const int64_t id = it.value().get<int64_t>();
     if (id < 0 || id >= n) {
@@ -185,7 +185,7 @@ absl::StatusOr<std::unique_ptr<Model>> Bpe::Parse(const json& j, const JsonFile&
   if (!unk->empty()) {
     bpe->unk_id_ = bpe->TokenToId(*unk);
     if (bpe->unk_id_ < 0) {
-      return file.Error("model.unk_token", absl::StrCat("'", *unk, "' is not in model.vocab"));
+      return file.Error("model.unk_token", absl::StrCat(Quoted(*unk), " is not in model.vocab"));
     }
   }
   // Merges: "a b" or ["a", "b"], rank = position; a later duplicate replaces an earlier one.
@@ -200,7 +200,8 @@ absl::StatusOr<std::unique_ptr<Model>> Bpe::Parse(const json& j, const JsonFile&
       const std::string s = m.get<std::string>();
       const size_t space = s.find(' ');
       if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-        return file.Error(where, absl::StrCat("'", s, "' is not two tokens separated by a space"));
+        return file.Error(where,
+                          absl::StrCat(Quoted(s), " is not two tokens separated by a space"));
       }
       a = s.substr(0, space);
       b = s.substr(space + 1);
@@ -212,7 +213,8 @@ absl::StatusOr<std::unique_ptr<Model>> Bpe::Parse(const json& j, const JsonFile&
     }
     const int32_t ia = bpe->TokenToId(a), ib = bpe->TokenToId(b), im = bpe->TokenToId(a + b);
     for (const auto& [t, id] : {std::pair{a, ia}, std::pair{b, ib}, std::pair{a + b, im}}) {
-      if (id < 0) return file.Error(where, absl::StrCat("token '", t, "' is not in model.vocab"));
+      if (id < 0)
+        return file.Error(where, absl::StrCat("token ", Quoted(t), " is not in model.vocab"));
     }
     bpe->merges_[PairKey(ia, ib)] = {static_cast<int32_t>(i), im};
   }

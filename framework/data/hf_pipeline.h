@@ -106,6 +106,8 @@ bool IsWordChar(char32_t cp);    // alphanumeric or '_' (what single_word added 
 std::string ValidUtf8(std::string_view text);
 // The byte-level alphabet of GPT-2: byte b ↔ the code point ByteToCodePoint(b).
 char32_t ByteToCodePoint(uint8_t b);
+// `text` in single quotes for an error message, control bytes written as \xNN.
+std::string Quoted(const std::string& text);
 // "<0xNN>" of byte-fallback pieces.
 std::string BytePiece(uint8_t b);
 

@@ -335,7 +335,7 @@ absl::StatusOr<PrependScheme> ParsePrependScheme(const json& j, const JsonFile& 
     if (*s == "first") return PrependScheme::kFirst;
     if (*s == "never") return PrependScheme::kNever;
     return file.Error(where + ".prepend_scheme",
-                      absl::StrCat("'", *s, "' (expected always|first|never)"));
+                      absl::StrCat(Quoted(*s), " (expected always|first|never)"));
   }
   absl::StatusOr<bool> add = file.Bool(j, "add_prefix_space", where, true);  // files before 0.19
   if (!add.ok()) return add.status();
@@ -410,7 +410,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const json& j, c
     for (const auto& [name, b] : kBehaviors) {
       if (*behavior == name) return std::make_unique<Split>(*std::move(pattern), b, *invert);
     }
-    return file.Error(where + ".behavior", absl::StrCat("'", *behavior, "' is not supported"));
+    return file.Error(where + ".behavior", absl::StrCat(Quoted(*behavior), " is not supported"));
   }
   if (*type == "ByteLevel") {
     absl::StatusOr<bool> prefix = file.Bool(j, "add_prefix_space", where, true);

@@ -97,7 +97,11 @@ std::vector<std::pair<size_t, size_t>> Regex::FindAll(std::string_view text) con
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t start = 0;
   while (start <= text.size()) {
-    const int rc = pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, md, nullptr);
+    int rc = pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK, md, nullptr);
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) {  // e.g. the JIT stack ran out: the interpreter
+      rc = pcre2_match(code, subject, text.size(), start, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md,
+                       nullptr);
+    }
     if (rc < 0) break;  // no match (or a matching error: the rest is one unmatched piece)
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     const size_t b = ov[0], e = ov[1];
@@ -237,6 +241,18 @@ char32_t ByteToCodePoint(uint8_t b) {
     return t;
   }();
   return table[b];
+}
+
+std::string Quoted(const std::string& text) {
+  std::string out = "'";
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7F) {
+      out += absl::StrFormat("\\x%02X", c);
+    } else {
+      out.push_back(static_cast<char>(c));
+    }
+  }
+  return out + "'";
 }
 
 std::string BytePiece(uint8_t b) { return absl::StrFormat("<0x%02X>", b); }

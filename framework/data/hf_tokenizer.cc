@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <optional>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "framework/data/hf_model.h"
@@ -339,7 +341,7 @@ absl::Status HfTokenizer::SetSpecialIds(const json& root, const JsonFile& file) 
       if (!token->has_value()) continue;
       *field = TokenId(**token);
       if (*field < 0) {
-        return config_file.Error(key, absl::StrCat("'", **token, "' is not in ", file.path));
+        return config_file.Error(key, absl::StrCat(hf::Quoted(**token), " is not in ", file.path));
       }
     }
   }
