@@ -171,7 +171,9 @@ std::string FindTokenizerFile(const std::string& dir) {
 }
 
 bool IsTokenizerJson(const std::string& path) {
-  if (std::filesystem::path(path).extension() == ".json") return true;
+  const std::filesystem::path extension = std::filesystem::path(path).extension();
+  if (extension == ".json") return true;
+  if (extension == ".model") return false;
   std::ifstream in(path, std::ios::binary);
   char c = 0;
   while (in.get(c)) {

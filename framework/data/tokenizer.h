@@ -27,8 +27,8 @@ class TokenizerImpl;
 // The tokenizer file in `dir`: tokenizer.json when present, else tokenizer.model; empty when
 // neither exists.
 std::string FindTokenizerFile(const std::string& dir);
-// True when `path` is a Hugging Face tokenizer.json: its name ends in .json or its text starts
-// with '{' (a SentencePiece model is a binary protobuf).
+// True when `path` is a Hugging Face tokenizer.json: its name ends in .json, or it does not end in
+// .model and its text starts with '{' (a SentencePiece model is a binary protobuf).
 bool IsTokenizerJson(const std::string& path);
 // Copies the tokenizer at `src` into `dir`, keeping its kind: a tokenizer.json becomes
 // dir/tokenizer.json, with the tokenizer_config.json beside it when there is one; a SentencePiece
@@ -54,8 +54,8 @@ class Tokenizer {
  public:
   Tokenizer() = default;  // empty; use Load
 
-  // Loads a SentencePiece .model or a Hugging Face tokenizer.json (a file whose name ends in .json
-  // or whose text starts with '{'). NotFound / InvalidArgument name the path.
+  // Loads a SentencePiece .model or a Hugging Face tokenizer.json (see IsTokenizerJson).
+  // NotFound / InvalidArgument name the path.
   static absl::StatusOr<Tokenizer> Load(const std::string& path);
 
   // Trains a SentencePiece model on the lines of text_files (each line a sentence; blank lines
