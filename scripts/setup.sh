@@ -11,7 +11,7 @@ BUILD_DIR=${1:-build}
 
 PACKAGES=(cmake ninja-build g++ pkg-config libyaml-cpp-dev libabsl-dev libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libopenblas-openmp-dev libsentencepiece-dev sentencepiece
-  nlohmann-json3-dev bible-kjv python3-numpy gnuplot-nox)
+  libpcre2-dev libutf8proc-dev nlohmann-json3-dev bible-kjv python3-numpy gnuplot-nox)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -506,6 +506,66 @@ TEST(PrepareData, WritesShardsManifestAndIsIdempotent) {
   fs::remove_all(dir);
 }
 
+// A Hugging Face tokenizer.json is copied as such (with its tokenizer_config.json), its eos ends
+// the documents, and switching back to a SentencePiece model removes the JSON files.
+TEST(PrepareData, WithTokenizerJson) {
+  const char* env = std::getenv("FAM_SOURCE_DIR");
+  const fs::path source = env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path();
+  const fs::path fixture = source / "tests" / "fixtures" / "tokenizers" / "llama3";
+  const std::string dir = TempDirFor("prep_json");
+  WriteFile(dir + "/a.txt", GeneratedCorpus(100, 4));
+  PrepareDataOptions o;
+  o.inputs = {dir + "/a.txt"};
+  o.out_dir = dir + "/out";
+  o.tokenizer = (fixture / "tokenizer.json").string();
+  o.val_fraction = 0.1;
+  ASSERT_TRUE(PrepareData(o).ok());
+  EXPECT_EQ(Slurp(o.out_dir + "/tokenizer.json"), Slurp((fixture / "tokenizer.json").string()));
+  EXPECT_EQ(Slurp(o.out_dir + "/tokenizer_config.json"),
+            Slurp((fixture / "tokenizer_config.json").string()));
+  EXPECT_FALSE(fs::exists(o.out_dir + "/tokenizer.model"));
+  EXPECT_EQ(FindTokenizerFile(o.out_dir), o.out_dir + "/tokenizer.json");
+  absl::StatusOr<DataManifest> m = ReadDataManifest(o.out_dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->tokenizer, o.out_dir + "/tokenizer.json");
+  absl::StatusOr<Tokenizer> tok = Tokenizer::Load(m->tokenizer);
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ(m->vocab_size, tok->vocab_size());
+  ASSERT_GE(tok->eos_id(), 0);
+  EXPECT_EQ(tok->IdToPiece(tok->eos_id()), "<|end_of_text|>");  // from tokenizer_config.json
+  EXPECT_EQ(m->eos_id, tok->eos_id());
+  std::vector<int32_t> want;
+  const std::string text = Slurp(dir + "/a.txt");
+  int doc = 0;
+  for (std::string_view d : SplitDocuments(text)) {
+    if (doc++ % 10 == 9) continue;  // validation
+    std::vector<int32_t> ids = tok->Encode(d);
+    want.insert(want.end(), ids.begin(), ids.end());
+    want.push_back(tok->eos_id());
+  }
+  std::vector<int32_t> got;
+  for (const std::string& p : m->train_shards) {
+    absl::StatusOr<TokenShard> s = TokenShard::Open(p);
+    ASSERT_TRUE(s.ok()) << s.status();
+    for (int64_t i = 0; i < s->size(); ++i) got.push_back(static_cast<int32_t>(s->at(i)));
+  }
+  EXPECT_EQ(got, want);
+  nlohmann::json j = nlohmann::json::parse(Slurp(o.out_dir + "/data.json"));
+  std::vector<std::string> files;
+  for (const auto& f : j["files"]) files.push_back(f["file"]);
+  EXPECT_EQ(files[0], "tokenizer.json");
+  EXPECT_EQ(files[1], "tokenizer_config.json");
+
+  // A SentencePiece model in the same directory replaces the JSON files.
+  ASSERT_TRUE(Tokenizer::Train({dir + "/a.txt"}, dir + "/sp", 300).ok());
+  o.tokenizer = dir + "/sp.model";
+  ASSERT_TRUE(PrepareData(o).ok());
+  EXPECT_FALSE(fs::exists(o.out_dir + "/tokenizer.json"));
+  EXPECT_FALSE(fs::exists(o.out_dir + "/tokenizer_config.json"));
+  EXPECT_EQ(FindTokenizerFile(o.out_dir), o.out_dir + "/tokenizer.model");
+  fs::remove_all(dir);
+}
+
 TEST(PrepareData, KjvFormatAndTailValidationSplit) {
   const std::string dir = TempDirFor("prep_kjv");
   std::string raw;

@@ -1,7 +1,9 @@
 // Checkpoints that travel alone: a checkpoint copied away from its run directory and its data
 // still exports, generates, evaluates and resumes through the `fam` binary, with the run config and
-// tokenizer it carries (trainers/train/portable_checkpoint.h); a checkpoint written before they were
-// carried still loads through its run directory; a tampered carried file is refused.
+// tokenizer it carries (trainers/train/portable_checkpoint.h); a checkpoint written before they
+// were carried still loads through its run directory; a tampered carried file is refused.
+#include "trainers/train/portable_checkpoint.h"
+
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -178,6 +180,26 @@ TEST_F(PortableCheckpointTest, ATamperedCarriedFileIsRefused) {
                                             (dir_ / "eval" / "report.json").string());
   EXPECT_EQ(evaluated.exit_code, 2) << evaluated.output;
   EXPECT_NE(evaluated.output.find("config.yaml"), std::string::npos) << evaluated.output;
+}
+
+// A Hugging Face tokenizer.json travels as tokenizer.json with its tokenizer_config.json beside it
+// (its special tokens); a SentencePiece model keeps its extension and takes no config.
+TEST(PortableCheckpointFiles, TokenizerJsonTravelsWithItsConfig) {
+  io::CheckpointData json_data;
+  AddRunFiles("a: 1\n", "h", "/data/hf/tokenizer.json", R"({"model": {}})", &json_data,
+              R"({"eos_token": "</s>"})");
+  ASSERT_EQ(json_data.files.size(), 3u);
+  EXPECT_EQ(json_data.files[1].first, "tokenizer.json");
+  EXPECT_EQ(json_data.files[2].first, "tokenizer_config.json");
+  EXPECT_EQ(json_data.files[2].second, R"({"eos_token": "</s>"})");
+  EXPECT_EQ(json_data.manifest_extra["tokenizer"]["file"], "tokenizer.json");
+  EXPECT_EQ(json_data.manifest_extra["tokenizer"]["config"], "tokenizer_config.json");
+
+  io::CheckpointData sp_data;
+  AddRunFiles("a: 1\n", "h", "/data/tokenizer.model", "\x0a\x0bproto", &sp_data, "{}");
+  ASSERT_EQ(sp_data.files.size(), 2u);
+  EXPECT_EQ(sp_data.files[1].first, "tokenizer.model");
+  EXPECT_FALSE(sp_data.manifest_extra["tokenizer"].contains("config"));
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ absl::Status ValidateOptions(const PrepareInstructionsOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("prepare-instructions: ", what));
   };
   if (o.inputs.empty()) return bad("no input JSONL files");
-  if (o.tokenizer.empty()) return bad("no tokenizer (.model) given");
+  if (o.tokenizer.empty()) return bad("no tokenizer (.model or tokenizer.json) given");
   if (o.out_dir.empty()) return bad("out_dir is empty");
   if (o.seq_len < 1) return bad(absl::StrCat("seq_len ", o.seq_len, " must be >= 1"));
   if (o.repeat_tokens < 0) {
@@ -415,14 +415,10 @@ absl::StatusOr<InstructionDataSummary> PrepareInstructions(const PrepareInstruct
         absl::StrCat("prepare-instructions: cannot create ", dir.string(), ": ", ec.message()));
   }
   fs::remove(dir / kManifestName, ec);  // the outputs are about to change
-  const fs::path model = dir / "tokenizer.model";
-  if (!fs::equivalent(o.tokenizer, model, ec)) {
-    fs::copy_file(o.tokenizer, model, fs::copy_options::overwrite_existing, ec);
-    if (ec) {
-      return absl::InternalError(absl::StrCat("prepare-instructions: cannot copy tokenizer ",
-                                              o.tokenizer, " to ", model.string(), ": ",
-                                              ec.message()));
-    }
+  absl::StatusOr<std::string> copied = CopyTokenizer(o.tokenizer, dir.string());
+  if (!copied.ok()) {
+    return absl::Status(copied.status().code(),
+                        absl::StrCat("prepare-instructions: ", copied.status().message()));
   }
 
   InstructionDataSummary summary;
@@ -463,7 +459,7 @@ absl::StatusOr<InstructionDataSummary> PrepareInstructions(const PrepareInstruct
         {{"code", c}, {"name", classes.name(static_cast<uint8_t>(c))}, {"weight", weight}});
   }
   json files = json::array();
-  for (const char* name : {"tokenizer.model"}) {
+  for (const std::string& name : TokenizerFilesIn(dir.string())) {
     files.push_back({{"file", name}, {"bytes", FileBytes(dir / name)}});
   }
   for (const json& list : shard_lists) {
@@ -481,7 +477,7 @@ absl::StatusOr<InstructionDataSummary> PrepareInstructions(const PrepareInstruct
       {"eos_id", tokenizer->eos_id()},
       {"pad_id", tokenizer->pad_id()},
       {"newline_id", tokenizer->newline_id()},
-      {"tokenizer", "tokenizer.model"},
+      {"tokenizer", fs::path(*copied).filename().string()},
       {"train",
        {{"tokens", summary.train.tokens},
         {"documents", summary.train.examples},

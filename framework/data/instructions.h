@@ -31,7 +31,8 @@
 // clamp(seq_len / 16, 1, 64). The end of the stream is padded to a whole number of windows plus
 // one token, so every example lands in a window the loader reads.
 //
-// Output in out_dir (PrepareInstructions): tokenizer.model (copied), train-00000.bin … with
+// Output in out_dir (PrepareInstructions): the tokenizer (copied as by CopyTokenizer:
+// tokenizer.model, or tokenizer.json + tokenizer_config.json), train-00000.bin … with
 // train-00000.weights … next to them, val-… likewise, and data.json (written last): the
 // prepare-data fields that ReadDataManifest reads ("format": "famtrain-data", vocab_size, special
 // ids, tokenizer, train/val {tokens, documents (= examples), shards [{file, tokens, bytes,

@@ -89,6 +89,11 @@ absl::StatusOr<json> MakeRequest(const PrepareDataOptions& o) {
     }
     request["tokenizer"] = {
         {"train", false}, {"path", AbsolutePath(o.tokenizer)}, {"bytes", bytes}};
+    if (IsTokenizerJson(o.tokenizer)) {  // special ids come from the config beside it
+      const int64_t config =
+          FileBytes(fs::path(o.tokenizer).parent_path() / "tokenizer_config.json");
+      if (config >= 0) request["tokenizer"]["config_bytes"] = config;
+    }
   }
   return request;
 }
@@ -232,27 +237,24 @@ void RemoveStaleShards(const fs::path& dir, const std::set<std::string>& keep) {
 }
 
 absl::Status SetUpTokenizer(const PrepareDataOptions& o, const fs::path& dir) {
-  const fs::path model = dir / "tokenizer.model";
-  const fs::path vocab = dir / "tokenizer.vocab";
-  std::error_code ec;
   if (o.tokenizer.empty()) {
     Log(o, absl::StrCat("prepare-data: training a ", o.model_type, " tokenizer, vocab ",
                         o.vocab_size));
+    std::error_code ec;
+    for (const char* stale : {"tokenizer.json", "tokenizer_config.json"}) {
+      fs::remove(dir / stale, ec);
+    }
     TokenizerTrainOptions train;
     train.model_type = o.model_type;
     train.seed = o.seed;
     if (o.input_format == "kjv") train.transform = [](std::string t) { return CleanKjvText(t); };
     return Tokenizer::Train(o.inputs, (dir / "tokenizer").string(), o.vocab_size, train);
   }
-  if (fs::equivalent(o.tokenizer, model, ec)) return absl::OkStatus();
-  fs::copy_file(o.tokenizer, model, fs::copy_options::overwrite_existing, ec);
-  if (ec) {
-    return absl::InternalError(absl::StrCat("prepare-data: cannot copy tokenizer ", o.tokenizer,
-                                            " to ", model.string(), ": ", ec.message()));
+  absl::StatusOr<std::string> copied = CopyTokenizer(o.tokenizer, dir.string());
+  if (!copied.ok()) {
+    return absl::Status(copied.status().code(),
+                        absl::StrCat("prepare-data: ", copied.status().message()));
   }
-  fs::path src_vocab = fs::path(o.tokenizer).replace_extension(".vocab");
-  fs::remove(vocab, ec);
-  if (fs::exists(src_vocab, ec)) fs::copy_file(src_vocab, vocab, ec);
   return absl::OkStatus();
 }
 
@@ -278,7 +280,8 @@ absl::Status PrepareData(const PrepareDataOptions& o) {
 
   status = SetUpTokenizer(o, dir);
   if (!status.ok()) return status;
-  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::Load((dir / "tokenizer.model").string());
+  const std::string tokenizer_path = FindTokenizerFile(dir.string());
+  absl::StatusOr<Tokenizer> tokenizer = Tokenizer::Load(tokenizer_path);
   if (!tokenizer.ok()) return tokenizer.status();
   const int64_t vocab_size = tokenizer->vocab_size();
   const int32_t eos = tokenizer->eos_id();
@@ -321,9 +324,8 @@ absl::Status PrepareData(const PrepareDataOptions& o) {
   RemoveStaleShards(dir, keep);
 
   json files = json::array();
-  for (const char* name : {"tokenizer.model", "tokenizer.vocab"}) {
-    const int64_t bytes = FileBytes(dir / name);
-    if (bytes >= 0) files.push_back({{"file", name}, {"bytes", bytes}});
+  for (const std::string& name : TokenizerFilesIn(dir.string())) {
+    files.push_back({{"file", name}, {"bytes", FileBytes(dir / name)}});
   }
   for (const json* shards : {&train.shards(), &val.shards()}) {
     for (const json& s : *shards) files.push_back({{"file", s["file"]}, {"bytes", s["bytes"]}});
@@ -336,7 +338,7 @@ absl::Status PrepareData(const PrepareDataOptions& o) {
       {"eos_id", eos},
       {"pad_id", tokenizer->pad_id()},
       {"newline_id", tokenizer->newline_id()},
-      {"tokenizer", "tokenizer.model"},
+      {"tokenizer", fs::path(tokenizer_path).filename().string()},
       {"train",
        {{"tokens", train.tokens()}, {"documents", train.documents()}, {"shards", train.shards()}}},
       {"val", {{"tokens", val.tokens()}, {"documents", val.documents()}, {"shards", val.shards()}}},

@@ -1,4 +1,5 @@
-// prepare-data: text files → SentencePiece tokenizer + train/val token shards + data.json.
+// prepare-data: text files → tokenizer (a trained SentencePiece model, or a given .model or
+// Hugging Face tokenizer.json) + train/val token shards + data.json.
 //
 // Steps: (1) the tokenizer is copied from `tokenizer` or trained on the inputs (after the input
 // format's cleaning); (2) every input, in order, is cleaned and cut into documents (`documents`:
@@ -9,10 +10,11 @@
 // the train tokens (at most the unwritten tail of the last shard) becomes val; (4) each stream is
 // cut into shards of at most shard_tokens tokens.
 //
-// Output in out_dir: tokenizer.model (+ tokenizer.vocab), train-00000.bin …, val-00000.bin …,
-// data.json (written last, atomically):
+// Output in out_dir: tokenizer.model (+ tokenizer.vocab), or tokenizer.json (+
+// tokenizer_config.json) when `tokenizer` is one, train-00000.bin …, val-00000.bin …, data.json
+// (written last, atomically):
 //   {"format": "famtrain-data", "version": 1, "vocab_size": V, "bos_id", "eos_id", "pad_id",
-//    "newline_id", "tokenizer": "tokenizer.model",
+//    "newline_id", "tokenizer": "tokenizer.model" | "tokenizer.json",
 //    "train": {"tokens": N, "documents": D, "shards": [{"file", "tokens", "bytes"}, …]},
 //    "val": {…}, "sources": [{"path", "bytes"}, …], "request": {the options that shape the output},
 //    "files": [{"file", "bytes"}, …]}
@@ -37,7 +39,7 @@ struct PrepareDataOptions {
   std::string out_dir;
   std::string input_format = "text";    // "text" or "kjv" (raw `bible` output, see corpus.h)
   std::string documents = "paragraph";  // "paragraph", "line" or "file"
-  std::string tokenizer;                // existing SentencePiece .model; empty: train one
+  std::string tokenizer;                // existing .model or tokenizer.json; empty: train one
   int vocab_size = 8192;                // when training
   std::string model_type = "bpe";       // when training: "bpe" or "unigram"
   double val_fraction = 0.02;           // in [0, 0.5]

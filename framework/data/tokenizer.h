@@ -1,9 +1,13 @@
-// Tokenizer: a SentencePiece model (BPE or unigram, byte fallback) behind a small value type.
-// Text is handled line by line: Encode splits on '\n', encodes every line with SentencePiece (which
-// marks the line start as a word start, like a sentence of the training data) and joins the lines
-// with the newline token (the byte-fallback piece <0x0A>). Decode undoes this, so
-// Decode(Encode(text)) == text for any text (models are trained with the identity normalizer and
+// Tokenizer: a SentencePiece model (.model: BPE or unigram, byte fallback) or a Hugging Face
+// tokenizer.json (hf_tokenizer.h: byte-level BPE, SentencePiece-style BPE, Unigram) behind one
+// small value type; Load picks the format from the file.
+// A SentencePiece model handles text line by line: Encode splits on '\n', encodes every line with
+// SentencePiece (which marks the line start as a word start, like a sentence of the training data)
+// and joins the lines with the newline token (the byte-fallback piece <0x0A>). Decode undoes this,
+// so Decode(Encode(text)) == text for any text (models are trained with the identity normalizer and
 // extra whitespace kept). Special ids of models trained here: unk 0, bos 1, eos 2, pad 3.
+// A tokenizer.json encodes the whole text as the `tokenizers` library does (no special tokens
+// added); special tokens written in the text become their ids.
 #pragma once
 
 #include <cstdint>
@@ -16,11 +20,24 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
-
 namespace fam::data {
+
+class TokenizerImpl;
+
+// The tokenizer file in `dir`: tokenizer.json when present, else tokenizer.model; empty when
+// neither exists.
+std::string FindTokenizerFile(const std::string& dir);
+// True when `path` is a Hugging Face tokenizer.json: its name ends in .json, or it does not end in
+// .model and its text starts with '{' (a SentencePiece model is a binary protobuf).
+bool IsTokenizerJson(const std::string& path);
+// Copies the tokenizer at `src` into `dir`, keeping its kind: a tokenizer.json becomes
+// dir/tokenizer.json, with the tokenizer_config.json beside it when there is one; a SentencePiece
+// model becomes dir/tokenizer.model, with its .vocab when there is one. Tokenizer files of the
+// other kind (or a stale companion) are removed from dir. Returns the copied tokenizer's path.
+absl::StatusOr<std::string> CopyTokenizer(const std::string& src, const std::string& dir);
+// The names of the tokenizer files present in `dir`, of tokenizer.json, tokenizer_config.json,
+// tokenizer.model and tokenizer.vocab, in that order.
+std::vector<std::string> TokenizerFilesIn(const std::string& dir);
 
 struct TokenizerTrainOptions {
   std::string model_type = "bpe";         // "bpe" or "unigram"
@@ -37,11 +54,13 @@ class Tokenizer {
  public:
   Tokenizer() = default;  // empty; use Load
 
-  // Loads a SentencePiece .model file. NotFound / InvalidArgument name the path.
+  // Loads a SentencePiece .model or a Hugging Face tokenizer.json (see IsTokenizerJson).
+  // NotFound / InvalidArgument name the path.
   static absl::StatusOr<Tokenizer> Load(const std::string& path);
 
-  // Trains on the lines of text_files (each line a sentence; blank lines skipped) and writes
-  // model_prefix.model and model_prefix.vocab. Deterministic for the same inputs and options.
+  // Trains a SentencePiece model on the lines of text_files (each line a sentence; blank lines
+  // skipped) and writes model_prefix.model and model_prefix.vocab. Deterministic for the same
+  // inputs and options.
   static absl::Status Train(const std::vector<std::string>& text_files,
                             const std::string& model_prefix, int vocab_size,
                             const TokenizerTrainOptions& options = {});
@@ -55,15 +74,15 @@ class Tokenizer {
   int32_t eos_id() const;
   int32_t pad_id() const;
   int32_t unk_id() const;
-  int32_t newline_id() const;  // -1 when the model has no newline piece (newlines become spaces)
+  // The id of "\n": SentencePiece's newline piece (-1 when it has none: newlines become spaces);
+  // for a tokenizer.json the one token "\n" encodes to (-1 when it takes several).
+  int32_t newline_id() const;
   std::string IdToPiece(int32_t id) const;
   const std::string& path() const { return path_; }
 
  private:
-  std::shared_ptr<const sentencepiece::SentencePieceProcessor> sp_;
+  std::shared_ptr<const TokenizerImpl> impl_;
   std::string path_;
-  int32_t newline_id_ = -1;
-  bool marks_line_start_ = true;  // the model adds a word-start marker at the start of a line
 };
 
 }  // namespace fam::data

@@ -1,5 +1,6 @@
 // `fam eval`: validation perplexity and PassKey retrieval of a checkpoint (or of safetensors
-// weights), written as report JSON (FORMATS.md), markdown and PNG plots. See trainers/eval/evaluate.h.
+// weights), written as report JSON (FORMATS.md), markdown and PNG plots. See
+// trainers/eval/evaluate.h.
 #include <iostream>
 
 #include "trainers/cli/commands.h"
@@ -13,7 +14,7 @@ Command EvalCommand() {
   c.synopsis =
       "--checkpoint <runs/NAME/checkpoints/step-N> [--config configs/eval/SUITE.yaml] "
       "[--out report.json]\n       fam eval --model <model.yaml> --weights <file.safetensors> "
-      "--tokenizer <tok.model> --val <shards> --out report.json";
+      "--tokenizer <tokenizer.json | .model> --val <shards> --out report.json";
   c.summary = "validation perplexity + PassKey retrieval; report JSON, markdown and plots";
   c.flags = {
       {"checkpoint", "checkpoint directory (or a run directory: its newest valid checkpoint)"},
@@ -21,7 +22,8 @@ Command EvalCommand() {
       {"model", "model YAML, with --weights instead of --checkpoint"},
       {"weights", "safetensors weights (FORMATS.md names), with --model"},
       {"tokenizer",
-       "SentencePiece model for PassKey (default: the checkpoint's copy, else data.tokenizer)"},
+       "tokenizer (.model or tokenizer.json) for PassKey (default: the checkpoint's copy, else "
+       "data.tokenizer, else the one beside --weights)"},
       {"val", "validation shards, path or glob (default: the run's data.val)"},
       {"config", "eval suite YAML (configs/eval/); default: the built-in default suite"},
       {"out", "report JSON (default: <run>/eval/<checkpoint>.json); .md and plots next to it"},

@@ -27,7 +27,9 @@ Command GenerateCommand() {
       {"run-config", "run config (default: the checkpoint's own config.yaml, else the run's)"},
       {"model", "model YAML, with --weights instead of --checkpoint"},
       {"weights", "safetensors weights (FORMATS.md names), with --model"},
-      {"tokenizer", "SentencePiece model (default: the checkpoint's copy, else data.tokenizer)"},
+      {"tokenizer",
+       "tokenizer (.model or tokenizer.json; default: the checkpoint's copy, else "
+       "data.tokenizer, else the one beside --weights)"},
       {"prompt", "text to continue (default: empty, a new document)"},
       {"max-new-tokens", "tokens to generate (default 64)"},
       {"temperature", "sampling temperature; 0 = greedy (default 0.8)"},

@@ -1,4 +1,5 @@
-// `fam prepare-data`: text → SentencePiece tokenizer + binary token shards (train/val) + data.json.
+// `fam prepare-data`: text → tokenizer (trained SentencePiece, or a given .model / tokenizer.json)
+// + binary token shards (train/val) + data.json.
 #include <iostream>
 
 #include "framework/data/prepare_data.h"
@@ -9,13 +10,19 @@ namespace fam {
 Command PrepareDataCommand() {
   Command c;
   c.name = "prepare-data";
-  c.synopsis = "--input <text file> [--input ...] --out <dir> [--vocab-size N | --tokenizer <.model>]";
-  c.summary = "train/apply a SentencePiece tokenizer and write token shards";
+  c.synopsis =
+      "--input <text file> [--input ...] --out <dir> "
+      "[--vocab-size N | --tokenizer <tokenizer.json | .model>]";
+  c.summary = "train a SentencePiece tokenizer (or apply a given one) and write token shards";
   c.flags = {{"input", "input text file (repeatable)"},
-             {"out", "output directory (tokenizer.model, train-*.bin, val-*.bin, data.json)"},
+             {"out",
+              "output directory (tokenizer.model or tokenizer.json, train-*.bin, val-*.bin, "
+              "data.json)"},
              {"format", "input format: text (default) or kjv (raw `bible` output)"},
              {"documents", "document boundaries: paragraph (default), line or file"},
-             {"tokenizer", "use this SentencePiece .model instead of training one"},
+             {"tokenizer",
+              "use this tokenizer instead of training one: a SentencePiece .model or a Hugging "
+              "Face tokenizer.json (its tokenizer_config.json is copied along)"},
              {"vocab-size", "vocabulary size of a trained tokenizer (default 8192)"},
              {"model-type", "bpe (default) or unigram"},
              {"val-fraction", "fraction of documents held out for validation (default 0.02)"},

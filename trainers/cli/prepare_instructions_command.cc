@@ -14,15 +14,17 @@ Command PrepareInstructionsCommand() {
   Command c;
   c.name = "prepare-instructions";
   c.synopsis =
-      "--input <data.jsonl> [--input ...] --tokenizer <.model> --out <dir> --seq-len N "
+      "--input <data.jsonl> [--input ...] --tokenizer <tokenizer.json | .model> --out <dir> "
+      "--seq-len N "
       "[--config <run.yaml>]";
   c.summary = "pack instruction JSONL into token shards with per-token loss weights";
   c.flags = {
       {"input",
        "JSONL file: {\"segments\": [{\"text\", \"role\", \"weight\"?}]} or "
        "{\"prompt\", \"response\"} per line (repeatable)"},
-      {"tokenizer", "SentencePiece .model (default with --config: data.tokenizer)"},
-      {"out", "output directory (tokenizer.model, train-*.bin/.weights, val-*, data.json)"},
+      {"tokenizer",
+       "SentencePiece .model or tokenizer.json (default with --config: data.tokenizer)"},
+      {"out", "output directory (the tokenizer, train-*.bin/.weights, val-*, data.json)"},
       {"seq-len", "training sequence length (default with --config: trainer.seq_len)"},
       {"config", "run config whose trainer/finetune settings give the defaults"},
       {"boundary-slack",

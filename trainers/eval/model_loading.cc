@@ -5,6 +5,7 @@
 #include "framework/backends/registry.h"
 #include "framework/core/error.h"
 #include "framework/data/loader.h"
+#include "framework/data/tokenizer.h"
 #include "framework/io/checkpoint.h"
 #include "framework/nn/named_tensors.h"
 #include "models/fam/weights_io.h"
@@ -101,10 +102,15 @@ absl::StatusOr<LoadedModel> LoadModelForEval(const ModelSource& source) {
   // The tokenizer the checkpoint carries is the one it was trained with: it wins over the run
   // config's path (which may not exist where the checkpoint was moved).
   const std::string carried = checkpoint.empty() ? "" : CheckpointTokenizerPath(checkpoint);
+  // Weights without a run config (e.g. from `fam import`): the tokenizer beside them, if any.
+  const std::string beside =
+      from_weights && !out.run
+          ? data::FindTokenizerFile(std::filesystem::path(source.weights).parent_path().string())
+          : "";
   out.tokenizer = !source.tokenizer.empty() ? source.tokenizer
                   : !carried.empty()        ? carried
                   : out.run                 ? out.run->data.tokenizer
-                                            : "";
+                                            : beside;
   out.val = !source.val.empty() ? source.val : out.run ? out.run->data.val : "";
   if (source.val.empty() && out.portable && !out.val.empty() &&
       !data::ExpandShardGlob(out.val).ok()) {

@@ -12,15 +12,22 @@ namespace fs = std::filesystem;
 
 void AddRunFiles(const std::string& config_yaml, const std::string& config_hash,
                  const std::string& tokenizer_path, const std::string& tokenizer_bytes,
-                 io::CheckpointData* data) {
+                 io::CheckpointData* data, const std::string& tokenizer_config_bytes) {
   data->files.emplace_back(kCheckpointRunConfig, config_yaml);
   data->manifest_extra["run_config"] = {{"file", kCheckpointRunConfig}, {"hash", config_hash}};
   if (tokenizer_bytes.empty()) return;
   const std::string extension = fs::path(tokenizer_path).extension().string();
-  const std::string file = absl::StrCat("tokenizer", extension.empty() ? ".model" : extension);
+  const bool is_json = extension == ".json" || tokenizer_bytes.front() == '{';
+  const std::string file =
+      is_json ? "tokenizer.json"
+              : absl::StrCat("tokenizer", extension.empty() ? ".model" : extension);
   data->files.emplace_back(file, tokenizer_bytes);
   data->manifest_extra["tokenizer"] = {
       {"file", file}, {"source", tokenizer_path}, {"sha256", io::Sha256Hex(tokenizer_bytes)}};
+  if (is_json && !tokenizer_config_bytes.empty()) {
+    data->files.emplace_back(kTokenizerConfig, tokenizer_config_bytes);
+    data->manifest_extra["tokenizer"]["config"] = kTokenizerConfig;
+  }
 }
 
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& path) {

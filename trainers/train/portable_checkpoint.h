@@ -13,13 +13,17 @@ namespace fam {
 
 inline constexpr char kCheckpointRunConfig[] = "config.yaml";
 
+inline constexpr char kTokenizerConfig[] = "tokenizer_config.json";
+
 // Adds the run config (its YAML text, as the run directory's config.yaml) and, when
 // `tokenizer_bytes` is not empty, the tokenizer read from `tokenizer_path` to `data` as plain files
-// (tokenizer.model, or tokenizer.<its extension>), and to the manifest: "run_config" {file, hash}
-// and "tokenizer" {file, source, sha256}.
+// (tokenizer.json for a Hugging Face tokenizer, else tokenizer.model or tokenizer.<its
+// extension>), and to the manifest: "run_config" {file, hash} and "tokenizer" {file, source,
+// sha256}. A tokenizer.json's tokenizer_config.json (its special tokens), when given, goes beside
+// it and is named in "tokenizer" {config}.
 void AddRunFiles(const std::string& config_yaml, const std::string& config_hash,
                  const std::string& tokenizer_path, const std::string& tokenizer_bytes,
-                 io::CheckpointData* data);
+                 io::CheckpointData* data, const std::string& tokenizer_config_bytes = "");
 
 // The checkpoint `path` names: a checkpoint directory itself, or the newest valid checkpoint of
 // a checkpoints directory or of a run directory (its checkpoints/). A path that is not a directory

@@ -123,7 +123,8 @@ void VisitModel(YamlReader& r, ModelConfig* m) {
 void VisitData(YamlReader& r, DataConfig* d) {
   r.Get("train", &d->train, "path or glob of the training token shards");
   r.Get("val", &d->val, "path or glob of the validation token shards (empty: none)");
-  r.Get("tokenizer", &d->tokenizer, "SentencePiece model (.model) the shards were made with");
+  r.Get("tokenizer", &d->tokenizer,
+        "tokenizer (SentencePiece .model or tokenizer.json) the shards were made with");
   r.Get("shuffle", &d->shuffle, "shuffle training sequences (deterministic from trainer.seed)");
 }
 

@@ -167,9 +167,10 @@ class Trainer {
   int64_t step_ = 0;  // optimizer steps completed
   int64_t tokens_seen_ = 0;
   int consecutive_skips_ = 0;
-  double elapsed_before_ = 0;      // training seconds of earlier runs of this job (resume)
-  std::string tokenizer_bytes_;    // data.tokenizer, copied into every checkpoint
-  std::optional<PeakFlops> peak_;  // of this rank's device; none on the CPU (no MFU then)
+  double elapsed_before_ = 0;           // training seconds of earlier runs of this job (resume)
+  std::string tokenizer_bytes_;         // data.tokenizer, copied into every checkpoint
+  std::string tokenizer_config_bytes_;  // the tokenizer_config.json beside a tokenizer.json
+  std::optional<PeakFlops> peak_;       // of this rank's device; none on the CPU (no MFU then)
   // The loop's log interval (trainer.cc).
   struct Interval {
     double loss = 0;

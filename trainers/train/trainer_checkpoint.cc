@@ -247,7 +247,7 @@ io::CheckpointData Trainer::MakeCheckpointData(bool owned_only) const {
   setup_.FillCheckpoint(*model_, &data);  // every parameter, or adapters only (LoRA)
   if (is_root())
     AddRunFiles(RunConfigToYaml(config_), ConfigHash(config_), config_.data.tokenizer,
-                tokenizer_bytes_, &data);
+                tokenizer_bytes_, &data, tokenizer_config_bytes_);
   if (owned_only) {
     // The tensors of parameters other ranks own are dropped (matched by storage and offset, which
     // stay the same when ZeRO-3 releases the memory; the model's names and the trainable

@@ -12,11 +12,13 @@
 #include "framework/autograd/node.h"
 #include "framework/backends/registry.h"
 #include "framework/core/host_memory.h"
+#include "framework/data/tokenizer.h"
 #include "framework/dist/collective_helpers.h"
 #include "framework/dist/env.h"
 #include "framework/io/atomic_file.h"
 #include "framework/optim/adafactor.h"
 #include "framework/optim/adamw.h"
+#include "trainers/train/portable_checkpoint.h"
 #include "trainers/train/trainer.h"
 
 #ifdef FAM_HAVE_OPENBLAS
@@ -169,6 +171,15 @@ absl::Status Trainer::SetupRun() {
     else
       std::cerr << "warning: data.tokenizer: " << bytes.status().message()
                 << " (checkpoints will not carry the tokenizer)\n";
+    // A tokenizer.json takes its special tokens from the tokenizer_config.json beside it.
+    const std::filesystem::path config =
+        std::filesystem::path(config_.data.tokenizer).parent_path() / kTokenizerConfig;
+    std::error_code ec;
+    if (bytes.ok() && data::IsTokenizerJson(config_.data.tokenizer) &&
+        std::filesystem::is_regular_file(config, ec)) {
+      absl::StatusOr<std::string> config_bytes = io::ReadFile(config.string());
+      if (config_bytes.ok()) tokenizer_config_bytes_ = *std::move(config_bytes);
+    }
   }
   if (absl::Status s = SetupModel(); !s.ok()) return s;
   SetupGradientSync();
