@@ -112,17 +112,18 @@ TEST(HfTokenizer, SpecialIdsFromConfigOrPostProcessor) {
     const char* eos;
     const char* pad;
     const char* unk;
+    const char* prompt_start;  // what the TemplateProcessing puts before the text
   };
   // tokenizer_config.json: llama3 (strings), qwen2 ({"content"} objects, bos null), llama2,
   // unigram; the TemplateProcessing post-processor: smollm2 (bos and eos), mistral (bos only).
   const Case cases[] = {
-      {"llama3", "<|begin_of_text|>", "<|end_of_text|>", nullptr, nullptr},
-      {"qwen2", nullptr, "<|im_end|>", "<|endoftext|>", nullptr},
-      {"llama2", "<s>", "</s>", nullptr, "<unk>"},
-      {"unigram", nullptr, "</s>", "<pad>", "<unk>"},
-      {"smollm2", "<|im_start|>", "<|im_end|>", nullptr, nullptr},
-      {"mistral", "<s>", nullptr, nullptr, "<unk>"},
-      {"gpt2", nullptr, nullptr, nullptr, nullptr},
+      {"llama3", "<|begin_of_text|>", "<|end_of_text|>", nullptr, nullptr, "<|begin_of_text|>"},
+      {"qwen2", nullptr, "<|im_end|>", "<|endoftext|>", nullptr, nullptr},
+      {"llama2", "<s>", "</s>", nullptr, "<unk>", "<s>"},
+      {"unigram", nullptr, "</s>", "<pad>", "<unk>", nullptr},
+      {"smollm2", "<|im_start|>", "<|im_end|>", nullptr, nullptr, "<|im_start|>"},
+      {"mistral", "<s>", nullptr, nullptr, "<unk>", "<s>"},
+      {"gpt2", nullptr, nullptr, nullptr, nullptr, nullptr},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -134,6 +135,7 @@ TEST(HfTokenizer, SpecialIdsFromConfigOrPostProcessor) {
     EXPECT_EQ(piece(tok->eos_id()), c.eos ? c.eos : "(none)");
     EXPECT_EQ(piece(tok->pad_id()), c.pad ? c.pad : "(none)");
     EXPECT_EQ(piece(tok->unk_id()), c.unk ? c.unk : "(none)");
+    EXPECT_EQ(piece(tok->prompt_start_id()), c.prompt_start ? c.prompt_start : "(none)");
   }
 }
 

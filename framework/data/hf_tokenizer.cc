@@ -181,6 +181,7 @@ class HfTokenizer : public TokenizerImpl {
 
   int64_t vocab_size() const override { return vocab_size_; }
   int32_t bos_id() const override { return bos_; }
+  int32_t prompt_start_id() const override { return prompt_start_; }
   int32_t eos_id() const override { return eos_; }
   int32_t pad_id() const override { return pad_; }
   int32_t unk_id() const override { return unk_; }
@@ -212,7 +213,7 @@ class HfTokenizer : public TokenizerImpl {
   std::unordered_map<int32_t, std::string> added_content_;
   hf::TokenMap added_ids_;
   int64_t vocab_size_ = 0;
-  int32_t bos_ = -1, eos_ = -1, pad_ = -1, unk_ = -1, newline_ = -1;
+  int32_t bos_ = -1, eos_ = -1, pad_ = -1, unk_ = -1, newline_ = -1, prompt_start_ = -1;
 };
 
 // Ids are assigned as the library does: an added token already in the model (or added before)
@@ -322,6 +323,16 @@ void PostProcessorIds(const json& p, int32_t* bos, int32_t* eos) {
 absl::Status HfTokenizer::SetSpecialIds(const json& root, const JsonFile& file) {
   unk_ = model_->unk_id();
   PostProcessorIds(root.value("post_processor", json()), &bos_, &eos_);
+  // Only a template places tokens before the text (the Roberta/Bert processors are encoders').
+  int32_t template_eos = -1;
+  const json post = root.value("post_processor", json());
+  std::vector<json> processors{post};
+  if (post.is_object() && post.value("type", "") == "Sequence" && post.contains("processors") &&
+      post["processors"].is_array())
+    processors.assign(post["processors"].begin(), post["processors"].end());
+  for (const json& q : processors)
+    if (q.is_object() && q.value("type", "") == "TemplateProcessing")
+      PostProcessorIds(q, &prompt_start_, &template_eos);
   const fs::path config_path = fs::path(file.path).parent_path() / "tokenizer_config.json";
   std::error_code ec;
   if (fs::exists(config_path, ec)) {

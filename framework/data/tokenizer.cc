@@ -147,6 +147,8 @@ class SentencePieceTokenizer : public TokenizerImpl {
 
   int64_t vocab_size() const override { return sp_->GetPieceSize(); }
   int32_t bos_id() const override { return sp_->bos_id(); }
+  // Models trained here see the document separator (eos) before every document.
+  int32_t prompt_start_id() const override { return sp_->eos_id(); }
   int32_t eos_id() const override { return sp_->eos_id(); }
   int32_t pad_id() const override { return sp_->pad_id(); }
   int32_t unk_id() const override { return sp_->unk_id(); }
@@ -307,6 +309,7 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& ids) const {
 
 int64_t Tokenizer::vocab_size() const { return impl_ ? impl_->vocab_size() : 0; }
 int32_t Tokenizer::bos_id() const { return impl_ ? impl_->bos_id() : -1; }
+int32_t Tokenizer::prompt_start_id() const { return impl_ ? impl_->prompt_start_id() : -1; }
 int32_t Tokenizer::eos_id() const { return impl_ ? impl_->eos_id() : -1; }
 int32_t Tokenizer::pad_id() const { return impl_ ? impl_->pad_id() : -1; }
 int32_t Tokenizer::unk_id() const { return impl_ ? impl_->unk_id() : -1; }

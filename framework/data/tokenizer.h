@@ -71,6 +71,11 @@ class Tokenizer {
 
   int64_t vocab_size() const;
   int32_t bos_id() const;  // -1 when the model has none
+  // The id generation and PassKey put before a prompt (-1: none). A SentencePiece model: eos, the
+  // document separator of the data pipeline. A tokenizer.json: the special token its
+  // post_processor's TemplateProcessing places before a single sequence (Llama 3's
+  // <|begin_of_text|>), else none, as the `tokenizers` library encodes with special tokens.
+  int32_t prompt_start_id() const;
   int32_t eos_id() const;
   int32_t pad_id() const;
   int32_t unk_id() const;

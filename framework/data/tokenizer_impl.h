@@ -21,6 +21,7 @@ class TokenizerImpl {
   virtual int32_t pad_id() const = 0;
   virtual int32_t unk_id() const = 0;
   virtual int32_t newline_id() const = 0;
+  virtual int32_t prompt_start_id() const = 0;
   // `id` is in [0, vocab_size()).
   virtual std::string IdToPiece(int32_t id) const = 0;
 };

@@ -35,7 +35,8 @@ Command GenerateCommand() {
       {"temperature", "sampling temperature; 0 = greedy (default 0.8)"},
       {"top-p", "nucleus sampling mass in (0, 1] (default 0.95)"},
       {"seed", "seed of the sampling stream (default 0)"},
-      {"ignore-eos", "keep generating after the end-of-document token", /*is_bool=*/true},
+      {"ignore-eos", "keep generating after the end-of-document token (and print it)",
+       /*is_bool=*/true},
       {"no-echo", "print only the generated text, not the prompt", /*is_bool=*/true},
       {"device", "where the model runs: cpu (default), cuda or cuda:N"}};
   c.run = [](const cli::Args& args) -> absl::Status {
@@ -101,12 +102,14 @@ Command GenerateCommand() {
       std::fflush(stdout);
     }
     eval::TextStreamer streamer(codec, prompt_ids);
+    // With --ignore-eos the end-of-document token is part of the output and printed as its text.
+    const int32_t hidden_token = args.GetBool("ignore-eos") ? -1 : codec.stop_token;
     int64_t produced = 0;
     Stopwatch clock;
     return CatchToStatus([&] {
       eval::Generate(*lm->model, prompt, options, [&](int64_t id) {
         ++produced;
-        if (id != codec.stop_token) {
+        if (id != hidden_token) {
           std::fputs(streamer.Push(static_cast<int32_t>(id)).c_str(), stdout);
           std::fflush(stdout);
         }

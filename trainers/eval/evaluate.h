@@ -40,7 +40,7 @@ struct TextCodec {
   std::function<std::string(const std::vector<int32_t>&)> decode;
   int64_t vocab_size = 0;
   bool starts_word = false;
-  int32_t doc_start = -1;   // placed before a prompt (the data pipeline's document separator)
+  int32_t doc_start = -1;   // placed before a prompt (data::Tokenizer::prompt_start_id)
   int32_t stop_token = -1;  // generation stops when it is produced; -1: never
 };
 // A SentencePiece tokenizer; documents start after eos, as in the shards of `fam prepare-data`.

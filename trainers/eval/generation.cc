@@ -58,7 +58,7 @@ TextCodec TokenizerCodec(const data::Tokenizer& tokenizer) {
   codec.decode = [tok](const std::vector<int32_t>& ids) { return tok->Decode(ids); };
   codec.vocab_size = tok->vocab_size();
   codec.starts_word = true;
-  codec.doc_start = tok->eos_id();
+  codec.doc_start = tok->prompt_start_id();
   codec.stop_token = tok->eos_id();
   return codec;
 }
