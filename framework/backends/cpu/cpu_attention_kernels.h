@@ -1,6 +1,7 @@
 // The small dense kernels under the CPU attention (cpu_attention.cc): 256-bit vectors through the
 // GCC/Clang vector extension, a register-blocked micro-GEMM over operands read through two strides
-// (SmallGemm), and a vectorised exp with its shifted row sum (ExpShiftSum). Internal to the CPU
+// (SmallGemm), and a vectorised exp with its shifted row sum (ExpShiftSum; ExpVec also serves the
+// fused cross-entropy, cpu_cross_entropy.cc). Internal to the CPU
 // backend; everything is inline so each kernel file compiles its own copy with its own flags.
 #pragma once
 

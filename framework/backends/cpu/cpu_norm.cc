@@ -1,11 +1,14 @@
 // CPU kernels: fused RMSNorm and row softmax (forward and backward), OpenMP-parallel over rows.
-// Row statistics are accumulated in double; the weight gradient of RMSNorm is summed in fixed
+// Row statistics are accumulated in double (f32 rows: in f32 vector lanes over chunks of
+// kDotChunk elements, the chunk sums in double); the weight gradient of RMSNorm is summed in fixed
 // row chunks and then across chunks in order, so it is race-free and independent of thread count.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "framework/backends/cpu/cpu_attention_kernels.h"
 #include "framework/backends/cpu/cpu_backend.h"
 #include "framework/backends/cpu/cpu_dispatch.h"
 
@@ -14,6 +17,32 @@ namespace {
 
 constexpr int64_t kParallelGrain = 1 << 15;  // elements below which a kernel runs serially
 constexpr int64_t kWeightGradChunks = 32;    // row chunks for the RMSNorm weight gradient
+
+constexpr int64_t kDotChunk = 512;
+
+// Σ a[j]·b[j]·c[j] (c null: Σ a[j]·b[j]) in double; f32 on vectors, chunk sums in double.
+template <typename T>
+double Dot3(const T* a, const T* b, const T* c, int64_t n) {
+  double sum = 0;
+  int64_t j = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    constexpr int L = cpu::kLanes<float>;
+    while (j + L <= n) {
+      const int64_t end = std::min(n, j + kDotChunk);
+      cpu::Vec<float> acc{};
+      for (; j + L <= end; j += L) {
+        cpu::Vec<float> p = cpu::LoadVec(a + j) * cpu::LoadVec(b + j);
+        if (c) p *= cpu::LoadVec(c + j);
+        acc += p;
+      }
+      float chunk = 0;
+      for (int i = 0; i < L; ++i) chunk += acc[i];
+      sum += chunk;
+    }
+  }
+  for (; j < n; ++j) sum += static_cast<double>(a[j]) * b[j] * (c ? c[j] : T(1));
+  return sum;
+}
 
 // Rows and row length of a [N, D] kernel operand.
 void RowsOf(const Tensor& x, int64_t* rows, int64_t* cols) {
@@ -40,11 +69,16 @@ void CpuBackend::RmsNormForward(const Tensor& x, const Tensor& w, double eps, co
     for (int64_t r = 0; r < n; ++r) {
       const T* xr = px + r * d;
       T* yr = py + r * d;
-      double sum_sq = 0;
-      for (int64_t j = 0; j < d; ++j) sum_sq += static_cast<double>(xr[j]) * xr[j];
+      const double sum_sq = Dot3<T>(xr, xr, nullptr, d);
       const double inv = 1.0 / std::sqrt(sum_sq / static_cast<double>(d) + eps);
       const T s = static_cast<T>(inv);
-      for (int64_t j = 0; j < d; ++j) yr[j] = xr[j] * s * pw[j];
+      int64_t j = 0;
+      if constexpr (std::is_same_v<T, float>) {
+        constexpr int L = cpu::kLanes<float>;
+        for (; j + L <= d; j += L)
+          cpu::StoreVec(yr + j, cpu::LoadVec(xr + j) * s * cpu::LoadVec(pw + j));
+      }
+      for (; j < d; ++j) yr[j] = xr[j] * s * pw[j];
       pr[r] = s;
     }
   });
@@ -74,12 +108,19 @@ void CpuBackend::RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor&
         const T* xr = px + r * d;
         const T* gr = pg + r * d;
         T* gxr = pgx + r * d;
-        double dot = 0;
-        for (int64_t j = 0; j < d; ++j) dot += static_cast<double>(gr[j]) * pw[j] * xr[j];
+        const double dot = Dot3<T>(gr, pw, xr, d);
         const double inv = pr[r];
         const T a = static_cast<T>(inv);
         const T b = static_cast<T>(inv * inv * inv * dot / static_cast<double>(d));
-        for (int64_t j = 0; j < d; ++j) gxr[j] = a * gr[j] * pw[j] - b * xr[j];
+        int64_t j = 0;
+        if constexpr (std::is_same_v<T, float>) {
+          constexpr int L = cpu::kLanes<float>;
+          for (; j + L <= d; j += L) {
+            const cpu::Vec<float> g = cpu::LoadVec(gr + j), x = cpu::LoadVec(xr + j);
+            cpu::StoreVec(gxr + j, a * g * cpu::LoadVec(pw + j) - b * x);
+          }
+        }
+        for (; j < d; ++j) gxr[j] = a * gr[j] * pw[j] - b * xr[j];
       }
     }
     if (grad_w.defined()) {
@@ -92,11 +133,29 @@ void CpuBackend::RmsNormBackward(const Tensor& x, const Tensor& w, const Tensor&
       for (int64_t c = 0; c < chunks; ++c) {
         double* acc = partial.data() + c * d;
         const int64_t end = std::min(n, (c + 1) * chunk_rows);
-        for (int64_t r = c * chunk_rows; r < end; ++r) {
-          const T* xr = px + r * d;
-          const T* gr = pg + r * d;
-          const double inv = pr[r];
-          for (int64_t j = 0; j < d; ++j) acc[j] += static_cast<double>(gr[j]) * xr[j] * inv;
+        if constexpr (std::is_same_v<T, float>) {
+          // The chunk's rows summed in f32 vectors (≤ chunk_rows terms each), then into double.
+          constexpr int L = cpu::kLanes<float>;
+          std::vector<float> chunk(static_cast<size_t>(d), 0.0f);
+          for (int64_t r = c * chunk_rows; r < end; ++r) {
+            const float* xr = px + r * d;
+            const float* gr = pg + r * d;
+            const float inv = pr[r];
+            int64_t j = 0;
+            for (; j + L <= d; j += L)
+              cpu::StoreVec(chunk.data() + j,
+                            cpu::LoadVec(chunk.data() + j) +
+                                cpu::LoadVec(gr + j) * cpu::LoadVec(xr + j) * inv);
+            for (; j < d; ++j) chunk[j] += gr[j] * xr[j] * inv;
+          }
+          for (int64_t j = 0; j < d; ++j) acc[j] = chunk[j];
+        } else {
+          for (int64_t r = c * chunk_rows; r < end; ++r) {
+            const T* xr = px + r * d;
+            const T* gr = pg + r * d;
+            const double inv = pr[r];
+            for (int64_t j = 0; j < d; ++j) acc[j] += static_cast<double>(gr[j]) * xr[j] * inv;
+          }
         }
       }
 #pragma omp parallel for if (chunks * d > kParallelGrain)
