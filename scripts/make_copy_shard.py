@@ -37,11 +37,13 @@ def fnv1a64(data):
 
 
 def write_shard(path, tokens, vocab_size):
-    body = array.array("H", tokens)
+    """A FAMTOK01 shard (docs/formats.md): uint16 ids up to 65,536 ids, else uint32."""
+    body = array.array("H" if vocab_size <= 65536 else "I", tokens)
     if sys.byteorder != "little":
         body.byteswap()
     data = body.tobytes()
-    header = b"FAMTOK01" + struct.pack("<IIQQQ", 1, 2, vocab_size, len(tokens), fnv1a64(data))
+    header = b"FAMTOK01" + struct.pack("<IIQQQ", 1, body.itemsize, vocab_size, len(tokens),
+                                       fnv1a64(data))
     with open(path, "wb") as f:
         f.write(header + b"\0" * (64 - len(header)) + data)
 

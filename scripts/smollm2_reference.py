@@ -37,6 +37,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_copy_shard import write_shard  # noqa: E402  (FAMTOK01 shards)
+
 FIXED_TEXT = ("In the beginning God created the heaven and the earth. And the earth was without "
               "form, and void; and darkness was upon the face of the deep. The quick brown fox "
               "jumps over the lazy dog. def add(a, b):\n    return a + b\n1, 2, 3, 5, 8, 13,")
@@ -57,24 +60,6 @@ KJV_EXCERPT = ("In the beginning God created the heaven and the earth.\n"
 
 
 # ---- token shards (docs/formats.md) -------------------------------------------------------------
-
-def fnv1a64(data):
-    # FNV-1a 64 over the token bytes (framework/core/hash.h); a plain loop, ~1 s per MB.
-    value = 0xCBF29CE484222325
-    for byte in data:
-        value ^= byte
-        value = (value * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value
-
-
-def write_shard(path, tokens, vocab_size):
-    dtype = "<u2" if vocab_size <= 65536 else "<u4"
-    body = np.asarray(tokens, dtype=dtype).tobytes()
-    header = b"FAMTOK01" + struct.pack("<IIQQQ", 1, np.dtype(dtype).itemsize, vocab_size,
-                                       len(tokens), fnv1a64(body))
-    with open(path, "wb") as f:
-        f.write(header + b"\0" * (64 - len(header)) + body)
-
 
 def read_shards(pattern, max_tokens=0):
     paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]

@@ -33,26 +33,10 @@ class Bpe : public Model {
         return;
       }
     }
-    if (piece.size() <= kCachedBytes) {
-      std::lock_guard<std::mutex> lock(cache_mutex_);
-      auto it = cache_.find(piece);
-      if (it != cache_.end()) {
-        ids->insert(ids->end(), it->second.begin(), it->second.end());
-        return;
-      }
-    }
-    std::vector<int32_t> word = MergeWord(piece);
-    ids->insert(ids->end(), word.begin(), word.end());
-    if (piece.size() > kCachedBytes) return;  // long pieces (no pre-tokenizer) are not kept
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() >= kCacheEntries) cache_.clear();
-    cache_.emplace(std::string(piece), std::move(word));
+    cache_.Append(piece, ids, [this](std::string_view p) { return MergeWord(p); });
   }
 
  private:
-  static constexpr size_t kCacheEntries = 1 << 18;
-  static constexpr size_t kCachedBytes = 256;
-
   struct Symbol {
     int32_t id;
     int32_t prev, next;
@@ -135,8 +119,7 @@ class Bpe : public Model {
   std::unordered_map<uint64_t, MergeTarget> merges_;
   std::vector<int32_t> byte_ids_ = std::vector<int32_t>(256, -1);  // <0xNN> pieces
   bool byte_fallback_ = false, fuse_unk_ = false, ignore_merges_ = false;
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
+  PieceCache cache_;
 };
 
 absl::StatusOr<std::unique_ptr<Model>> Bpe::Parse(const json& j, const JsonFile& file) {

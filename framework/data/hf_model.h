@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -21,6 +22,37 @@ struct StringHash {
   size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 using TokenMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+
+// The ids of recently seen pre-tokens (text repeats words): thread-safe, cleared when full;
+// pieces longer than kMaxBytes (text without a pre-tokenizer) are not kept.
+class PieceCache {
+ public:
+  // Appends the ids of `piece`: from the cache, or compute(piece) remembered.
+  template <typename Compute>
+  void Append(std::string_view piece, std::vector<int32_t>* ids, const Compute& compute) const {
+    const bool cacheable = piece.size() <= kMaxBytes;
+    if (cacheable) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = map_.find(piece);
+      if (it != map_.end()) {
+        ids->insert(ids->end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    std::vector<int32_t> out = compute(piece);
+    ids->insert(ids->end(), out.begin(), out.end());
+    if (!cacheable) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (map_.size() >= kMaxEntries) map_.clear();
+    map_.emplace(std::string(piece), std::move(out));
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 1 << 18;
+  static constexpr size_t kMaxBytes = 256;
+  mutable std::mutex mutex_;
+  mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> map_;
+};
 
 class Model {
  public:

@@ -20,26 +20,10 @@ class Unigram : public Model {
 
   void Tokenize(std::string_view piece, std::vector<int32_t>* ids) const override {
     if (piece.empty()) return;
-    if (piece.size() <= kCachedBytes) {
-      std::lock_guard<std::mutex> lock(cache_mutex_);
-      auto it = cache_.find(piece);
-      if (it != cache_.end()) {
-        ids->insert(ids->end(), it->second.begin(), it->second.end());
-        return;
-      }
-    }
-    std::vector<int32_t> out = Segment(piece);
-    ids->insert(ids->end(), out.begin(), out.end());
-    if (piece.size() > kCachedBytes) return;  // long pieces (no pre-tokenizer) are not kept
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cache_.size() >= kCacheEntries) cache_.clear();
-    cache_.emplace(std::string(piece), std::move(out));
+    cache_.Append(piece, ids, [this](std::string_view p) { return Segment(p); });
   }
 
  private:
-  static constexpr size_t kCacheEntries = 1 << 18;
-  static constexpr size_t kCachedBytes = 256;
-
   std::vector<int32_t> Segment(std::string_view s) const {
     struct Node {
       int32_t id = -1;
@@ -121,8 +105,7 @@ class Unigram : public Model {
   size_t max_piece_bytes_ = 0;
   std::vector<int32_t> byte_ids_ = std::vector<int32_t>(256, -1);
   bool byte_fallback_ = false;
-  mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
+  PieceCache cache_;
 };
 
 absl::StatusOr<std::unique_ptr<Model>> Unigram::Parse(const json& j, const JsonFile& file) {
