@@ -63,6 +63,59 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 
 }  // namespace
 
+absl::Status WriteImportedModel(const ModelConfig& c,
+                                std::vector<std::pair<std::string, Tensor>> tensors,
+                                const std::string& source, const std::string& description,
+                                const std::string& out_dir, const HfImportOptions& options,
+                                HfImportResult* result) {
+  const int64_t f = c.fam_rows();
+  bool has_prompt = false;
+  const Tensor* table = nullptr;
+  for (const auto& [name, t] : tensors) {
+    has_prompt |= name == kFamEmbeddings;
+    if (name == "model.embed_tokens.weight") table = &t;
+  }
+  if (!has_prompt && f > 0) {
+    Tensor prompt = Tensor::Empty({f, c.d_model}, DType::kF32);
+    if (options.fam_init == FamInit::kNormal) {
+      Generator gen(options.seed, ParameterNameHash(kFamEmbeddings));
+      gen.FillNormal(prompt, 0.0, c.init_std);
+      result->notes.push_back(
+          absl::StrCat("model.fam.embeddings: N(0, ", c.init_std, "^2), seed ", options.seed));
+    } else {
+      if (options.fam_init_start >= c.vocab_size)
+        return absl::InvalidArgumentError(absl::StrCat("fam_init_start: ", options.fam_init_start,
+                                                       " is outside the vocabulary [0, ",
+                                                       c.vocab_size, ")"));
+      FAM_CHECK(table != nullptr, "import: no model.embed_tokens.weight");
+      const int64_t start = options.fam_init_start >= 0 ? options.fam_init_start : c.vocab_size / 2;
+      std::vector<int64_t> ids(f);
+      for (int64_t r = 0; r < f; ++r) ids[r] = (start + r) % c.vocab_size;
+      NoGradGuard no_grad;
+      prompt = ops::Embedding(ops::Cast(*table, DType::kF32), Tensor::FromInts(ids, {f}));
+      // Rows shaped like the layers' inputs: Gemma scales its embeddings by sqrt(d_model).
+      if (c.embedding_scale) prompt = ops::Scale(prompt, std::sqrt(static_cast<double>(c.d_model)));
+      result->notes.push_back(
+          absl::StrCat("model.fam.embeddings: embeddings of token ids ", ids[0], "..", ids[f - 1]));
+    }
+    tensors.emplace_back(kFamEmbeddings, prompt);
+  }
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(out_dir, ": cannot create: ", ec.message()));
+  result->config = c;
+  result->weights = (fs::path(out_dir) / "model.safetensors").string();
+  result->model_yaml = (fs::path(out_dir) / "model.yaml").string();
+  std::map<std::string, std::string> meta = {
+      {"format", "pt"}, {"producer", "famtrain import"}, {"source", source}};
+  if (absl::Status s = io::WriteSafetensors(result->weights, tensors, meta, options.dtype); !s.ok())
+    return s;
+  const std::string yaml =
+      ModelConfigYaml(c, absl::StrCat("Imported by `fam import` from ", description,
+                                      ".\nWeights: model.safetensors next to this file."));
+  return io::WriteFileAtomic(result->model_yaml, yaml);
+}
+
 absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
                                                   const std::string& out_dir,
                                                   const HfImportOptions& options) {
@@ -172,52 +225,17 @@ absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
     if (!t.ok()) return t.status();
     tensors.emplace_back(name, *t);
   }
-  const int64_t f = c.fam_rows();
   if (stored_prompt) {
     absl::StatusOr<Tensor> t = files.at(where.at(kFamEmbeddings))->Load(kFamEmbeddings);
     if (!t.ok()) return t.status();
     tensors.emplace_back(kFamEmbeddings, *t);
     result.notes.push_back("model.fam.embeddings: taken from the checkpoint");
-  } else if (f > 0) {
-    Tensor prompt = Tensor::Empty({f, c.d_model}, DType::kF32);
-    if (options.fam_init == FamInit::kNormal) {
-      Generator gen(options.seed, ParameterNameHash(kFamEmbeddings));
-      gen.FillNormal(prompt, 0.0, c.init_std);
-      result.notes.push_back(
-          absl::StrCat("model.fam.embeddings: N(0, ", c.init_std, "^2), seed ", options.seed));
-    } else {
-      if (options.fam_init_start >= c.vocab_size)
-        return absl::InvalidArgumentError(absl::StrCat("fam_init_start: ", options.fam_init_start,
-                                                       " is outside the vocabulary [0, ",
-                                                       c.vocab_size, ")"));
-      const int64_t start = options.fam_init_start >= 0 ? options.fam_init_start : c.vocab_size / 2;
-      std::vector<int64_t> ids(f);
-      for (int64_t r = 0; r < f; ++r) ids[r] = (start + r) % c.vocab_size;
-      absl::StatusOr<Tensor> table = files.at(where.at("model.embed_tokens.weight"))
-                                         ->Load("model.embed_tokens.weight", DType::kF32);
-      if (!table.ok()) return table.status();
-      NoGradGuard no_grad;
-      prompt = ops::Embedding(*table, Tensor::FromInts(ids, {f}));
-      // Rows shaped like the layers' inputs: Gemma scales its embeddings by sqrt(d_model).
-      if (c.embedding_scale) prompt = ops::Scale(prompt, std::sqrt(static_cast<double>(c.d_model)));
-      result.notes.push_back(
-          absl::StrCat("model.fam.embeddings: embeddings of token ids ", ids[0], "..", ids[f - 1]));
-    }
-    tensors.emplace_back(kFamEmbeddings, prompt);
   }
-
-  fs::create_directories(out_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat(out_dir, ": cannot create: ", ec.message()));
-  result.weights = (fs::path(out_dir) / "model.safetensors").string();
-  result.model_yaml = (fs::path(out_dir) / "model.yaml").string();
-  std::map<std::string, std::string> meta = {
-      {"format", "pt"}, {"producer", "famtrain import"}, {"source", hf_dir}};
-  if (absl::Status s = io::WriteSafetensors(result.weights, tensors, meta, options.dtype); !s.ok())
+  if (absl::Status s = WriteImportedModel(
+          c, std::move(tensors), hf_dir,
+          absl::StrCat(hf_dir, " (", hf->value("model_type", ""), ")"), out_dir, options, &result);
+      !s.ok())
     return s;
-  const std::string yaml = ModelConfigYaml(
-      c, absl::StrCat("Imported by `fam import` from ", hf_dir, " (", hf->value("model_type", ""),
-                      ").\nWeights: model.safetensors next to this file."));
-  if (absl::Status s = io::WriteFileAtomic(result.model_yaml, yaml); !s.ok()) return s;
   // The tokenizer travels with the weights (SentencePiece model or HF tokenizer.json).
   for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
     if (!fs::exists(dir / name, ec)) continue;

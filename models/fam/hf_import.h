@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "framework/core/dtype.h"
+#include "framework/core/tensor.h"
 #include "models/fam/hf_config.h"
 #include "models/fam/model_config.h"
 
@@ -59,5 +60,14 @@ struct HfImportResult {
 absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
                                                   const std::string& out_dir,
                                                   const HfImportOptions& options);
+
+// The common end of an import (HF or GGUF): adds the FAM prompt (HfImportOptions; unless `tensors`
+// holds one), then writes <out_dir>/model.safetensors (`source` in its metadata) and
+// <out_dir>/model.yaml (`description` in its comment). Fills result's config, paths and notes.
+absl::Status WriteImportedModel(const ModelConfig& config,
+                                std::vector<std::pair<std::string, Tensor>> tensors,
+                                const std::string& source, const std::string& description,
+                                const std::string& out_dir, const HfImportOptions& options,
+                                HfImportResult* result);
 
 }  // namespace fam

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "models/fam/gguf_import.h"
 #include "models/fam/hf_import.h"
 #include "trainers/cli/commands.h"
 
@@ -36,13 +37,17 @@ Command ImportCommand() {
   Command c;
   c.name = "import";
   c.synopsis =
-      "--hf <dir> --out <dir> [--attention fam|bswa|full] [--block-size N] [--memory-segments N] "
+      "--hf <dir>|--gguf <file> --out <dir> [--attention fam|bswa|full] [--block-size N] "
+      "[--memory-segments N] "
       "[--fam-length N] [--fam-init span|normal] [--fam-init-start ID] [--seed N] "
       "[--dtype bf16|f32]";
   c.summary =
       "Hugging Face checkpoint (llama, mistral, qwen2, gemma, gemma2) → model.yaml + "
       "model.safetensors";
   c.flags = {{"hf", "HF directory: config.json + model.safetensors or sharded with its index"},
+             {"gguf",
+              "llama.cpp GGUF file of the llama architecture (F32/F16/BF16/Q8_0/Q4_0/Q4_1, "
+              "dequantized to f32; models/fam/gguf_import.h)"},
              {"out",
               "output directory (model.yaml, model.safetensors, and tokenizer.model / "
               "tokenizer.json / tokenizer_config.json when the source has them)"},
@@ -55,7 +60,10 @@ Command ImportCommand() {
              {"seed", "seed of --fam-init normal (default 0)"},
              {"dtype", "stored dtype: bf16 or f32 (default: keep each tensor's)"}};
   c.run = [](const cli::Args& args) -> absl::Status {
-    if (absl::Status s = args.Require({"hf", "out"}); !s.ok()) return s;
+    if (absl::Status s = args.Require({"out"}); !s.ok()) return s;
+    if (args.Has("hf") == args.Has("gguf"))
+      return absl::InvalidArgumentError(
+          "fam import: pass exactly one of --hf <dir> or --gguf <file>");
     HfImportOptions options;
     absl::StatusOr<std::optional<AttentionConfig>> attention = AttentionFlags(args);
     if (!attention.ok()) return attention.status();
@@ -86,7 +94,8 @@ Command ImportCommand() {
             absl::StrCat("fam import: --dtype expects bf16 or f32, got \"", d, "\""));
     }
     absl::StatusOr<HfImportResult> result =
-        ImportHfCheckpoint(args.Get("hf"), args.Get("out"), options);
+        args.Has("gguf") ? ImportGgufCheckpoint(args.Get("gguf"), args.Get("out"), options)
+                         : ImportHfCheckpoint(args.Get("hf"), args.Get("out"), options);
     if (!result.ok()) return result.status();
     for (const std::string& note : result->notes) std::cout << "note: " << note << "\n";
     const ModelConfig& m = result->config;
