@@ -14,6 +14,7 @@
 #include "framework/autograd/node.h"
 #include "framework/core/hash.h"
 #include "framework/core/rng.h"
+#include "framework/data/tokenizer.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/safetensors.h"
 #include "framework/ops/ops.h"
@@ -236,14 +237,12 @@ absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
           absl::StrCat(hf_dir, " (", hf->value("model_type", ""), ")"), out_dir, options, &result);
       !s.ok())
     return s;
-  // The tokenizer travels with the weights (SentencePiece model or HF tokenizer.json).
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
-    if (!fs::exists(dir / name, ec)) continue;
-    absl::StatusOr<std::string> bytes = io::ReadFile((dir / name).string());
-    if (!bytes.ok()) return bytes.status();
-    const std::string dst = (fs::path(out_dir) / name).string();
-    if (absl::Status s = io::WriteFileAtomic(dst, *bytes); !s.ok()) return s;
-    result.notes.push_back(absl::StrCat("copied ", name, " to ", dst));
+  // The tokenizer travels with the weights: the one the model loads (tokenizer.json first, else
+  // tokenizer.model), with its companion file.
+  if (const std::string tokenizer = data::FindTokenizerFile(hf_dir); !tokenizer.empty()) {
+    absl::StatusOr<std::string> copied = data::CopyTokenizer(tokenizer, out_dir);
+    if (!copied.ok()) return copied.status();
+    result.notes.push_back(absl::StrCat("copied ", tokenizer, " to ", *copied));
   }
   return result;
 }

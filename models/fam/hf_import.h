@@ -4,8 +4,8 @@
 // pre_/post_feedforward_layernorm where the family has them), so weights keep names and values.
 // Weights in F32/BF16/F16; every expected tensor must be present with its shape;
 // rotary_emb.inv_freq buffers and a lm_head.weight of a tied model are ignored (noted); any other
-// tensor is an error. The tokenizer files (tokenizer.model, tokenizer.json, tokenizer_config.json)
-// are copied next to the weights.
+// tensor is an error. The tokenizer the model loads (data::FindTokenizerFile: tokenizer.json with
+// its tokenizer_config.json, else tokenizer.model) is copied next to the weights.
 //
 // The FAM prompt (model.fam.embeddings, FAM_SPEC.md says only that it is learned) is initialised
 // by default from the token embeddings of a fixed span of ids [start, start + F) (wrapping around
@@ -55,7 +55,7 @@ struct HfImportResult {
 
 // Reads <hf_dir>, checks everything, then writes <out_dir>/model.yaml (a `model:` section that
 // `fam forward`/`fam train` load), <out_dir>/model.safetensors (FORMATS.md names, plus the FAM
-// prompt for FAM models) and copies the tokenizer files present. Nothing is written
+// prompt for FAM models) and copies the tokenizer (data::CopyTokenizer). Nothing is written
 // when a check fails.
 absl::StatusOr<HfImportResult> ImportHfCheckpoint(const std::string& hf_dir,
                                                   const std::string& out_dir,

@@ -49,8 +49,8 @@ Command ImportCommand() {
               "llama.cpp GGUF file of the llama architecture (F32/F16/BF16/Q8_0/Q4_0/Q4_1, "
               "dequantized to f32; models/fam/gguf_import.h)"},
              {"out",
-              "output directory (model.yaml, model.safetensors, and tokenizer.model / "
-              "tokenizer.json / tokenizer_config.json when the source has them)"},
+              "output directory (model.yaml, model.safetensors, and the source's tokenizer: "
+              "tokenizer.json + tokenizer_config.json, else tokenizer.model)"},
              {"attention", "attention of the imported model: fam (default), bswa or full"},
              {"block-size", "B: tokens per block (default 1024)"},
              {"memory-segments", "m: previous blocks attended (default 3)"},

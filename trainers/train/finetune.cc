@@ -6,6 +6,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "framework/autograd/node.h"
 #include "framework/io/safetensors.h"
@@ -24,8 +25,8 @@ constexpr char kFamPrompt[] = "model.fam.embeddings";
 // Norm scales and projection biases follow optimizer.decay_norms; embeddings, the LM head and the
 // FAM prompt follow decay_embeddings.
 bool IsNormOrEmbedding(const std::string& name, bool* is_norm) {
-  const bool bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-  *is_norm = name.find("layernorm") != std::string::npos || name == "model.norm.weight" || bias;
+  *is_norm = name.find("layernorm") != std::string::npos || name == "model.norm.weight" ||
+             absl::EndsWith(name, ".bias");
   return *is_norm || name == "model.embed_tokens.weight" || name == "lm_head.weight" ||
          name == kFamPrompt;
 }
