@@ -747,7 +747,10 @@ TEST_F(ConfigTest, BadConfigsNameFileLineColumnAndKey) {
        "expected an integer >= 0, got -1"},
       {"model:\n  preset: huge\n", {}, ":2:11", "model.preset", "no preset \"huge\" (available: "},
       {"model:\n  preset: [tiny]\n", {}, ":2:11", "model.preset", "expected a preset name"},
-      {"model:\n  d_model: [1, 2\ntrainer: {}\n", {}, ":3:8", "",
+      {"model:\n  d_model: [1, 2\ntrainer: {}\n",
+       {},
+       ":3:8",
+       "",
        "YAML syntax error: end of sequence flow not found"},
       {"lora:\n  rank: 0\n", {}, ":2:9", "lora.rank", "expected an integer >= 1, got 0"},
       {"lora:\n  alpha: 0\n", {}, ":2:10", "lora.alpha", "expected a number > 0, got 0"},
@@ -842,6 +845,14 @@ TEST_F(ConfigTest, FileErrorsPointIntoTheFileThatWroteTheKey) {
   const std::string a = Write("a.yaml", "trainer: {steps: 2}\nbase: other.yaml\n");
   EXPECT_TRUE(IsConfigError(LoadRunConfig(a).status(), a + ":2:7", "base",
                             "cannot open \"" + (dir_ / "other.yaml").string() + "\""));
+  // A device or an oversized file named as a base: refused, not read to the end.
+  const std::string dev = Write("dev.yaml", "base: /dev/zero\n");
+  EXPECT_TRUE(IsConfigError(LoadRunConfig(dev).status(), dev + ":1:7", "base",
+                            "cannot open \"/dev/zero\": is not a regular file"));
+  const std::string huge = Write("huge.yaml", "# " + std::string((16 << 20) + 10, 'x') + "\n");
+  const std::string big = Write("big.yaml", "base: huge.yaml\n");
+  EXPECT_TRUE(
+      IsConfigError(LoadRunConfig(big).status(), big + ":1:7", "base", "too large for a config"));
   // A cycle through base and include: reported where it closes.
   const std::string b = Write("b.yaml", "base: c.yaml\n");
   const std::string c = Write("c.yaml", "include:\n  - d.yaml\n");

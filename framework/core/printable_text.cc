@@ -76,4 +76,9 @@ std::string EscapeNonPrintable(std::string_view text) {
   return out;
 }
 
+absl::Status PrintableStatus(const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), EscapeNonPrintable(std::string(status.message())));
+}
+
 }  // namespace fam

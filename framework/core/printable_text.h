@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
+
 namespace fam {
 
 // `text` with every byte that is not printable escaped: control characters (newline and tab
@@ -13,5 +15,9 @@ namespace fam {
 // bytes that are not well-formed UTF-8 as \xNN. Printable ASCII and well-formed UTF-8
 // (accents, CJK, emoji) pass unchanged; a backslash stays a single backslash.
 std::string EscapeNonPrintable(std::string_view text);
+
+// `status` with its message passed through EscapeNonPrintable (OK stays OK): what a reader returns
+// when its errors may quote names or text taken from the file, so the error stays one line.
+absl::Status PrintableStatus(const absl::Status& status);
 
 }  // namespace fam

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "framework/core/error.h"
+#include "framework/core/printable_text.h"
 #include "framework/data/corpus.h"
 #include "framework/data/hf_tokenizer.h"
 #include "framework/data/tokenizer_impl.h"
@@ -103,10 +105,17 @@ class SentencePieceTokenizer : public TokenizerImpl {
  public:
   static absl::StatusOr<std::shared_ptr<const TokenizerImpl>> Load(const std::string& path) {
     auto sp = std::make_shared<spm::SentencePieceProcessor>();
-    spm::util::Status status = sp->Load(std::string_view(path));
+    spm::util::Status status;
+    try {
+      status = sp->Load(std::string_view(path));
+    } catch (const std::exception& e) {
+      // The library throws from inside for some malformed models (an empty piece in its trie).
+      return absl::InvalidArgumentError(absl::StrCat("cannot load tokenizer model ", path, ": ",
+                                                     EscapeNonPrintable(e.what())));
+    }
     if (!status.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot load tokenizer model ", path, ": ", status.ToString()));
+      return absl::InvalidArgumentError(absl::StrCat("cannot load tokenizer model ", path, ": ",
+                                                     EscapeNonPrintable(status.ToString())));
     }
     auto tok = std::make_shared<SentencePieceTokenizer>();
     int32_t nl = sp->PieceToId(std::string_view("<0x0A>"));
@@ -238,7 +247,7 @@ absl::StatusOr<Tokenizer> Tokenizer::Load(const std::string& path) {
   }
   absl::StatusOr<std::shared_ptr<const TokenizerImpl>> impl =
       IsTokenizerJson(path) ? LoadHfTokenizer(path) : SentencePieceTokenizer::Load(path);
-  if (!impl.ok()) return impl.status();
+  if (!impl.ok()) return PrintableStatus(impl.status());  // may quote the file's tokens
   Tokenizer tok;
   tok.path_ = path;
   tok.impl_ = *std::move(impl);

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -14,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "framework/core/printable_text.h"
 #include "framework/io/config_scalars.h"
 #include "yaml-cpp/yaml.h"
 
@@ -95,15 +95,29 @@ void SetSource(ConfigNode* node, const SourceLoc& loc) {
   for (ConfigNode& child : node->children) SetSource(&child, loc);
 }
 
+// Config files are text of at most this many bytes; a larger one is a mistake (a data file named
+// by accident), and reading stops there rather than at the end of, say, /dev/zero.
+constexpr size_t kMaxConfigBytes = size_t{16} << 20;
+
 absl::StatusOr<std::string> ReadText(const std::string& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) return absl::InvalidArgumentError("is a directory");
+  const fs::file_status status = fs::status(path, ec);
+  if (fs::is_directory(status)) return absl::InvalidArgumentError("is a directory");
+  // Regular files, and pipes (`fam train <(...)`); not devices or sockets.
+  if (fs::exists(status) && !fs::is_regular_file(status) && !fs::is_fifo(status))
+    return absl::InvalidArgumentError("is not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(std::strerror(errno));
-  std::ostringstream text;
-  text << in.rdbuf();
+  std::string text;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof(buffer)) || in.gcount() > 0) {
+    text.append(buffer, static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxConfigBytes)
+      return absl::InvalidArgumentError(
+          absl::StrCat("is larger than ", kMaxConfigBytes >> 20, " MiB, too large for a config"));
+  }
   if (in.bad()) return absl::InvalidArgumentError("read failed");
-  return text.str();
+  return text;
 }
 
 std::string Canonical(const std::string& path) {
@@ -330,7 +344,8 @@ absl::Status ConfigError(const SourceLoc& loc, std::string_view path, std::strin
   if (!loc.file.empty()) absl::StrAppend(&text, loc.ToString(), ": ");
   if (!path.empty()) text.append(path).append(": ");
   text.append(message);
-  return absl::InvalidArgumentError(text);
+  // Keys and YAML parser messages quote the file's text: the error stays one line.
+  return absl::InvalidArgumentError(EscapeNonPrintable(text));
 }
 
 absl::StatusOr<ConfigNode> ParseYamlText(const std::string& text, const std::string& file) {

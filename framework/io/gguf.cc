@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "framework/core/dtype.h"
+#include "framework/core/printable_text.h"
 
 namespace fam::io {
 namespace {
@@ -188,7 +189,8 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(const std::string& path
   absl::StatusOr<std::shared_ptr<MmapFile>> file = MmapFile::Open(path);
   if (!file.ok()) return file.status();
   std::unique_ptr<GgufFile> g(new GgufFile(*std::move(file)));
-  if (absl::Status s = g->Parse(); !s.ok()) return s;
+  // Names and strings of the file may appear in the error: it stays one line.
+  if (absl::Status s = g->Parse(); !s.ok()) return PrintableStatus(s);
   return g;
 }
 
@@ -320,11 +322,12 @@ absl::StatusOr<std::string> GgufFile::String(const std::string& key) const {
 
 absl::StatusOr<Tensor> GgufFile::Dequantize(const std::string& name) const {
   const GgufTensorInfo* t = Find(name);
-  if (t == nullptr) return absl::NotFoundError(absl::StrCat(path(), ": no tensor ", name));
+  if (t == nullptr)
+    return absl::NotFoundError(absl::StrCat(path(), ": no tensor ", EscapeNonPrintable(name)));
   int64_t block = 1, block_bytes = 0;
   if (!BlockLayout(t->type, &block, &block_bytes))
-    return absl::InvalidArgumentError(absl::StrCat(path(), ": tensor ", name, ": type ",
-                                                   TypeName(t->type), " (", t->type,
+    return absl::InvalidArgumentError(absl::StrCat(path(), ": tensor ", EscapeNonPrintable(name),
+                                                   ": type ", TypeName(t->type), " (", t->type,
                                                    ") is not supported (F32, F16, BF16, Q8_0, "
                                                    "Q4_0, Q4_1)"));
   Tensor out = Tensor::Empty(t->shape, DType::kF32);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "framework/autograd/node.h"
+#include "framework/core/printable_text.h"
 #include "framework/io/atomic_file.h"
 #include "framework/io/mmap_file.h"
 #include "framework/ops/ops.h"
@@ -72,7 +73,7 @@ class HeaderParser {
       std::string key;
       if (!ParseString(key)) return "expected a quoted key in the header dict";
       SkipSpace();
-      if (!Consume(':')) return absl::StrCat("expected ':' after '", key, "'");
+      if (!Consume(':')) return absl::StrCat("expected ':' after '", EscapeNonPrintable(key), "'");
       SkipSpace();
       if (key == "descr") {
         if (!ParseString(out.descr)) return "'descr' is not a string";
@@ -90,7 +91,7 @@ class HeaderParser {
         if (!ParseTuple(out.shape)) return "'shape' is not a tuple of non-negative integers";
         have_shape = true;
       } else {
-        return absl::StrCat("unexpected key '", key, "' in the header dict");
+        return absl::StrCat("unexpected key '", EscapeNonPrintable(key), "' in the header dict");
       }
       SkipSpace();
       if (Consume(',')) continue;
@@ -232,7 +233,8 @@ absl::StatusOr<Tensor> ReadNpy(const std::string& path) {
 
   std::optional<DType> dtype = DTypeFromDescr(header.descr);
   if (!dtype) {
-    return absl::InvalidArgumentError(absl::StrCat(prefix, "unsupported dtype '", header.descr,
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "unsupported dtype '",
+                                                   EscapeNonPrintable(header.descr),
                                                    "' (need little-endian <f4, <f8, <i4 or <i8)"));
   }
   if (header.fortran_order && header.shape.size() > 1) {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "framework/core/printable_text.h"
 #include "framework/io/gguf.h"
 
 namespace fam {
@@ -43,11 +44,8 @@ Tensor UnpermuteRows(const Tensor& w, int64_t heads) {
   return out;
 }
 
-}  // namespace
-
-absl::StatusOr<HfImportResult> ImportGgufCheckpoint(const std::string& gguf_path,
-                                                    const std::string& out_dir,
-                                                    const HfImportOptions& options) {
+absl::StatusOr<HfImportResult> Import(const std::string& gguf_path, const std::string& out_dir,
+                                      const HfImportOptions& options) {
   absl::StatusOr<std::unique_ptr<io::GgufFile>> opened = io::GgufFile::Open(gguf_path);
   if (!opened.ok()) return opened.status();
   const io::GgufFile& g = **opened;
@@ -174,6 +172,17 @@ absl::StatusOr<HfImportResult> ImportGgufCheckpoint(const std::string& gguf_path
                                           out_dir, options, &result);
       !s.ok())
     return s;
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<HfImportResult> ImportGgufCheckpoint(const std::string& gguf_path,
+                                                    const std::string& out_dir,
+                                                    const HfImportOptions& options) {
+  // Metadata strings and tensor names may appear in the error: it stays one line.
+  absl::StatusOr<HfImportResult> result = Import(gguf_path, out_dir, options);
+  if (!result.ok()) return PrintableStatus(result.status());
   return result;
 }
 

@@ -350,7 +350,9 @@ absl::StatusOr<NightlyResult> RunNightly(const NightlyOptions& options, std::ost
 
   std::vector<HistoryEntry> all = *history;
   for (const RunCheckpoint& ckpt : *checkpoints) {
-    for (const auto& [suite_path, suite_name] : suites) {
+    for (const auto& suite_entry : suites) {
+      const std::string& suite_path = suite_entry.first;
+      const std::string& suite_name = suite_entry.second;
       const bool seen = std::any_of(all.begin(), all.end(), [&](const HistoryEntry& e) {
         return e.run == ckpt.run && e.suite == suite_name && e.checkpoint_id == ckpt.id;
       });

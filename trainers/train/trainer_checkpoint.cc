@@ -15,6 +15,7 @@
 #include "framework/ops/ops.h"
 #include "trainers/train/portable_checkpoint.h"
 #include "trainers/train/trainer.h"
+#include "trainers/train/trainer_progress.h"
 
 namespace fam {
 namespace {
@@ -114,24 +115,16 @@ absl::Status Trainer::MaybeResume() {
   std::map<std::string, Tensor> optimizer_state = ckpt->optimizer;
   AdaptMasterState(params_, ckpt->model, &optimizer_state);
   if (absl::Status s = optimizer_->LoadStateTensors(optimizer_state); !s.ok()) return s;
-  const nlohmann::json& ts = ckpt->trainer_state;
-  try {
-    step_ = ts.at("step").get<int64_t>();
-    tokens_seen_ = ts.at("tokens_seen").get<int64_t>();
-    consecutive_skips_ = ts.at("consecutive_skips").get<int>();
-    elapsed_before_ = ts.at("elapsed_s").get<double>();
-    data::LoaderState ls;
-    ls.epoch = ts.at("loader").at("epoch").get<int64_t>();
-    ls.samples_consumed = ts.at("loader").at("samples_consumed").get<int64_t>();
-    if (absl::Status s = train_.Restore(ls); !s.ok()) return s;
-    if (ts.contains("first_val_loss"))
-      result_.first_val_loss = ts.at("first_val_loss").get<double>();
-    if (ts.contains("last_val_loss")) result_.last_val_loss = ts.at("last_val_loss").get<double>();
-    if (ts.contains("last_train_loss"))
-      result_.last_train_loss = ts.at("last_train_loss").get<double>();
-  } catch (const nlohmann::json::exception& e) {
-    return absl::DataLossError(absl::StrCat(path, "/trainer_state.json: ", e.what()));
-  }
+  absl::StatusOr<TrainerProgress> progress = ParseTrainerProgress(ckpt->trainer_state, path);
+  if (!progress.ok()) return progress.status();
+  step_ = progress->step;
+  tokens_seen_ = progress->tokens_seen;
+  consecutive_skips_ = progress->consecutive_skips;
+  elapsed_before_ = progress->elapsed_s;
+  if (absl::Status s = train_.Restore(progress->loader); !s.ok()) return s;
+  if (progress->first_val_loss >= 0) result_.first_val_loss = progress->first_val_loss;
+  if (progress->last_val_loss >= 0) result_.last_val_loss = progress->last_val_loss;
+  if (progress->last_train_loss >= 0) result_.last_train_loss = progress->last_train_loss;
   tricks_->RestoreCheckpointTensors(ckpt->extra, *model_, config_.trainer.precision);
   LogResume(path, *ckpt);
   return absl::OkStatus();
