@@ -16,7 +16,7 @@ if [ "${1:-}" = "--asan" ]; then
     safetensors_test npy_test checkpoint_test config_test data_test loader_test optim_test
     recompute_test memory_plan_test attention_tiling_test cuda_allocator_test dist_zero_test
     linear_cross_entropy_test device_emulation_test printable_text_test op_harness_test hash_test
-    hf_tokenizer_test hf_families_test gguf_test)
+    hf_tokenizer_test hf_families_test gguf_test fuzz_replay_test trainer_progress_test)
   # fam itself: hf_families_test runs `fam import` and `fam forward`.
   FAM_BUILD_TYPE=RelWithDebInfo FAM_SANITIZE=ON FAM_ENABLE_CUDA=OFF FAM_SETUP_TARGETS="${ASAN_TESTS[*]} fam" \
     scripts/setup.sh build-asan
