@@ -18,9 +18,10 @@
 namespace fam::fuzz {
 namespace {
 
-// The checkpoint in `dir`: loaded, and when it loads its trainer state read as a resume would.
-void LoadCheckpointDir(const std::string& dir, bool verify) {
-  absl::StatusOr<io::LoadedCheckpoint> loaded = io::LoadCheckpoint(dir, verify);
+// The checkpoint in `dir`: loaded with its digests verified, and when it loads its trainer state
+// read as a resume would.
+void LoadCheckpointDir(const std::string& dir) {
+  absl::StatusOr<io::LoadedCheckpoint> loaded = io::LoadCheckpoint(dir, /*verify=*/true);
   if (!loaded.ok()) return ExpectCleanError(loaded.status(), dir);
   absl::StatusOr<TrainerProgress> progress = ParseTrainerProgress(loaded->trainer_state, dir);
   if (!progress.ok()) return ExpectCleanError(progress.status(), "trainer_state.json");
@@ -82,7 +83,7 @@ void FuzzCheckpoint(std::string_view input) {
   const char* names[] = {"manifest.json", "trainer_state.json", "model.safetensors"};
   // As given: the manifest's sizes and digests are the input's own.
   for (size_t i = 0; i < parts.size(); ++i) scratch.Write(std::string("raw/") + names[i], parts[i]);
-  LoadCheckpointDir(scratch.dir() + "/raw", /*verify=*/true);
+  LoadCheckpointDir(scratch.dir() + "/raw");
   // Consistent: the manifest's entries rewritten with the files' real sizes and digests, so the
   // loader goes on to the tensors and the trainer state.
   nlohmann::json manifest = nlohmann::json::parse(parts[0], nullptr, /*allow_exceptions=*/false);
@@ -106,7 +107,7 @@ void FuzzCheckpoint(std::string_view input) {
       scratch.Write("step-00000007/" + name, "");
   }
   scratch.Write("step-00000007/manifest.json", manifest.dump());
-  LoadCheckpointDir(dir, /*verify=*/true);
+  LoadCheckpointDir(dir);
 }
 
 }  // namespace fam::fuzz

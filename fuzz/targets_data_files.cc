@@ -50,6 +50,14 @@ void ExerciseTokenizer(const data::Tokenizer& tokenizer, std::string_view input)
   }
 }
 
+// `input` written as `file_name` (its extension picks the format) and loaded as a tokenizer.
+void LoadAndExerciseTokenizer(std::string_view input, const std::string& file_name) {
+  const std::string path = Scratch::Get().Write(file_name, input);
+  absl::StatusOr<data::Tokenizer> tokenizer = data::Tokenizer::Load(path);
+  if (!tokenizer.ok()) return ExpectCleanError(tokenizer.status(), file_name);
+  ExerciseTokenizer(*tokenizer, input);
+}
+
 }  // namespace
 
 void FuzzTokenShard(std::string_view input) {
@@ -126,17 +134,11 @@ void FuzzInstructions(std::string_view input) {
 }
 
 void FuzzTokenizerJson(std::string_view input) {
-  const std::string path = Scratch::Get().Write("tokenizer.json", input);
-  absl::StatusOr<data::Tokenizer> tokenizer = data::Tokenizer::Load(path);
-  if (!tokenizer.ok()) return ExpectCleanError(tokenizer.status(), "tokenizer.json");
-  ExerciseTokenizer(*tokenizer, input);
+  LoadAndExerciseTokenizer(input, "tokenizer.json");
 }
 
 void FuzzSentencePiece(std::string_view input) {
-  const std::string path = Scratch::Get().Write("tokenizer.model", input);
-  absl::StatusOr<data::Tokenizer> tokenizer = data::Tokenizer::Load(path);
-  if (!tokenizer.ok()) return ExpectCleanError(tokenizer.status(), "tokenizer.model");
-  ExerciseTokenizer(*tokenizer, input);
+  LoadAndExerciseTokenizer(input, "tokenizer.model");
 }
 
 }  // namespace fam::fuzz

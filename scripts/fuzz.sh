@@ -5,13 +5,13 @@
 # when a target found a crash, hang, leak or contract violation (the input is saved under
 # build-fuzz/findings/<target>/: add it to fuzz/regressions/<target>/ once fixed).
 #
-#   scripts/fuzz.sh                     every target, 25 s each, two at a time (what CI runs)
+#   scripts/fuzz.sh                     every target, 20 s each, two at a time (what CI runs)
 #   scripts/fuzz.sh --seconds 600 gguf  one target, longer, by hand
 #   scripts/fuzz.sh --seeds             regenerates fuzz/corpus with fam_fuzz_seeds
 # FAM_FUZZ_JOBS: targets run at once (default: the number of cores, at most 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_EACH=25
+SECONDS_EACH=20
 SEEDS=0
 TARGETS=()
 while (($#)); do

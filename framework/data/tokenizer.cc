@@ -110,12 +110,13 @@ class SentencePieceTokenizer : public TokenizerImpl {
       status = sp->Load(std::string_view(path));
     } catch (const std::exception& e) {
       // The library throws from inside for some malformed models (an empty piece in its trie).
-      return absl::InvalidArgumentError(absl::StrCat("cannot load tokenizer model ", path, ": ",
-                                                     EscapeNonPrintable(e.what())));
+      // Tokenizer::Load, the caller, makes this and the message below printable.
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load tokenizer model ", path, ": ", e.what()));
     }
     if (!status.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot load tokenizer model ", path, ": ",
-                                                     EscapeNonPrintable(status.ToString())));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load tokenizer model ", path, ": ", status.ToString()));
     }
     auto tok = std::make_shared<SentencePieceTokenizer>();
     int32_t nl = sp->PieceToId(std::string_view("<0x0A>"));
